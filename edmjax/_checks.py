@@ -30,6 +30,14 @@ def concrete_value(x: Any):
     return None
 
 
+def _fmt(v) -> str:
+  """A short, readable rendering of a checked value (scalars without array(...))."""
+  v = np.asarray(v)
+  if v.size == 1:
+    return repr(v.reshape(()).item())
+  return np.array2string(v, threshold=6)
+
+
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
   """Raises ValueError unless `value` is one of `allowed`."""
   allowed = tuple(allowed)
@@ -54,7 +62,7 @@ def check_positive(name: str, value: Any) -> None:
     return
   if v.size and not np.all(v > 0):
     bad = v[~(v > 0)].ravel()[0] if v.ndim else v
-    raise ValueError(f"{name} must be > 0, got {bad!r}.")
+    raise ValueError(f"{name} must be > 0, got {_fmt(bad)}.")
 
 
 def check_nonnegative(name: str, value: Any) -> None:
@@ -64,7 +72,7 @@ def check_nonnegative(name: str, value: Any) -> None:
     return
   if v.size and not np.all(v >= 0):
     bad = v[~(v >= 0)].ravel()[0] if v.ndim else v
-    raise ValueError(f"{name} must be >= 0, got {bad!r}.")
+    raise ValueError(f"{name} must be >= 0, got {_fmt(bad)}.")
 
 
 def check_less(name_lo: str, lo: Any, name_hi: str, hi: Any) -> None:
@@ -74,7 +82,7 @@ def check_less(name_lo: str, lo: Any, name_hi: str, hi: Any) -> None:
     return
   if not np.all(a < b):
     raise ValueError(
-        f"{name_lo}={a!r} must be smaller than {name_hi}={b!r}.")
+        f"{name_lo}={_fmt(a)} must be smaller than {name_hi}={_fmt(b)}.")
 
 
 def check_nhwc(name: str, x: Any) -> None:

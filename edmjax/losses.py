@@ -1,0 +1,145 @@
+"""Denoising score-matching losses with the paper's σ densities and weights λ(σ).
+
+Karras et al. 2022, Eq. 8 and Table 1: the loss of a denoiser D at one image y is
+
+.. math::
+  λ(σ)\\,\\lVert D(y + n; σ) - y \\rVert_2^2,\\qquad σ \\sim p_{train},\\ n \\sim N(0, σ^2 I)
+
+=======  ============================================  ==========================
+family   p_train(σ)                                    λ(σ)
+=======  ============================================  ==========================
+VP       σ = σ_VP(t), t ~ U(ε_t, 1)                    1/σ²
+VE       ln σ ~ U(ln σ_min, ln σ_max)                  1/σ²
+EDM      ln σ ~ N(P_mean, P_std²)                      (σ² + σ_d²)/(σ σ_d)²
+=======  ============================================  ==========================
+
+Each loss returns the unreduced, per-element loss shaped like `images` (NHWC), as
+NVlabs/edm's `training/loss.py` does; the caller reduces. Passing `sigma` (batch,)
+and `noise` (shaped like images) makes a loss deterministic. `denoise(x, sigma)` is
+any denoiser (e.g. from `edmjax.precond.make_denoiser`); close over class labels,
+augment labels and dropout keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from edmjax import _checks
+from edmjax import schedules
+
+Array = Any
+Denoiser = Callable[[Array, Array], Array]
+
+__all__ = [
+    "edm_sample_sigma", "vp_sample_sigma", "ve_sample_sigma",
+    "edm_loss_weight", "vp_loss_weight", "ve_loss_weight",
+    "edm_loss", "vp_loss", "ve_loss", "weighted_denoising_loss",
+]
+
+
+def edm_sample_sigma(key, batch, *, P_mean=-1.2, P_std=1.2, dtype=jnp.float32):
+  """σ with ln σ ~ N(P_mean, P_std²) (EDM's log-normal training density)."""
+  return jnp.exp(jax.random.normal(key, (batch,), dtype) * P_std + P_mean)
+
+
+def vp_sample_sigma(key, batch, *, beta_d=19.9, beta_min=0.1, epsilon_t=1e-5,
+                    dtype=jnp.float32):
+  """σ = σ_VP(t) with t ~ U(ε_t, 1) (Song et al. 2021's VP training density)."""
+  u = jax.random.uniform(key, (batch,), dtype)
+  return schedules.vp_sigma(1 + u * (epsilon_t - 1), beta_d, beta_min)
+
+
+def ve_sample_sigma(key, batch, *, sigma_min=0.02, sigma_max=100.0, dtype=jnp.float32):
+  """σ = σ_min (σ_max/σ_min)^u, u ~ U(0, 1): log-uniform (Song et al. 2021's VE)."""
+  u = jax.random.uniform(key, (batch,), dtype)
+  return sigma_min * (sigma_max / sigma_min)**u
+
+
+def edm_loss_weight(sigma, sigma_data=0.5):
+  """λ(σ) = (σ² + σ_d²)/(σ σ_d)²: makes the effective training target unit-variance."""
+  return (sigma**2 + sigma_data**2) / (sigma * sigma_data)**2
+
+
+def vp_loss_weight(sigma):
+  """λ(σ) = 1/σ² (VP and VE)."""
+  return 1 / sigma**2
+
+
+ve_loss_weight = vp_loss_weight
+
+
+def _bcast(v, x):
+  return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def weighted_denoising_loss(denoise: Denoiser, images, sigma, noise, weight):
+  """λ(σ)·(D(y + σn; σ) − y)², per element. `noise` is unit-variance n, NHWC."""
+  _checks.check_nhwc("images", images)
+  if noise.shape != images.shape:
+    raise ValueError(f"noise has shape {noise.shape}; expected the images' {images.shape}.")
+  if sigma.shape != images.shape[:1]:
+    raise ValueError(
+        f"sigma has shape {sigma.shape}; expected (batch,) = {images.shape[:1]}.")
+  _checks.check_positive("sigma", sigma)
+  denoised = denoise(images + _bcast(sigma, images) * noise, sigma)
+  return _bcast(weight, images) * (denoised - images)**2
+
+
+def _sigma_and_noise(key, images, sigma, noise, sample_sigma):
+  if sigma is not None and noise is not None:
+    return jnp.asarray(sigma, images.dtype), noise
+  if key is None:
+    raise ValueError("key is required unless both sigma and noise are given.")
+  key_sigma, key_noise = jax.random.split(key)
+  if sigma is None:
+    sigma = sample_sigma(key_sigma, images.shape[0], dtype=images.dtype)
+  if noise is None:
+    noise = jax.random.normal(key_noise, images.shape, images.dtype)
+  return jnp.asarray(sigma, images.dtype), noise
+
+
+def edm_loss(denoise: Denoiser, images, key, *, P_mean=-1.2, P_std=1.2,
+             sigma_data=0.5, sigma=None, noise=None):
+  """EDM loss (Karras et al. 2022, Eq. 8, Table 1): per-element, shaped like `images`.
+
+  Args:
+    denoise: `denoise(x, sigma) -> D(x; sigma)` on NHWC `x`, sigma (batch,).
+    images: clean images y, NHWC.
+    key: PRNG key for σ and n (unused when both `sigma` and `noise` are given).
+    P_mean, P_std: ln σ ~ N(P_mean, P_std²).
+    sigma_data: σ_d of the weight λ(σ) = (σ² + σ_d²)/(σ σ_d)².
+    sigma: optional σ, shape (batch,).
+    noise: optional unit Gaussian n, shaped like `images` (the loss adds σ·n).
+  """
+  _checks.check_positive("P_std", P_std)
+  _checks.check_positive("sigma_data", sigma_data)
+  sigma, noise = _sigma_and_noise(
+      key, images, sigma, noise,
+      lambda k, b, dtype: edm_sample_sigma(k, b, P_mean=P_mean, P_std=P_std, dtype=dtype))
+  return weighted_denoising_loss(denoise, images, sigma, noise,
+                                 edm_loss_weight(sigma, sigma_data))
+
+
+def vp_loss(denoise: Denoiser, images, key, *, beta_d=19.9, beta_min=0.1,
+            epsilon_t=1e-5, sigma=None, noise=None):
+  """VP loss (Song et al. 2021 in EDM's form): σ = σ_VP(t), t ~ U(ε_t, 1), λ = 1/σ²."""
+  sigma, noise = _sigma_and_noise(
+      key, images, sigma, noise,
+      lambda k, b, dtype: vp_sample_sigma(k, b, beta_d=beta_d, beta_min=beta_min,
+                                          epsilon_t=epsilon_t, dtype=dtype))
+  return weighted_denoising_loss(denoise, images, sigma, noise, vp_loss_weight(sigma))
+
+
+def ve_loss(denoise: Denoiser, images, key, *, sigma_min=0.02, sigma_max=100.0,
+            sigma=None, noise=None):
+  """VE loss (Song et al. 2021 in EDM's form): log-uniform σ in [σ_min, σ_max], λ = 1/σ²."""
+  _checks.check_positive("sigma_min", sigma_min)
+  _checks.check_less("sigma_min", sigma_min, "sigma_max", sigma_max)
+  sigma, noise = _sigma_and_noise(
+      key, images, sigma, noise,
+      lambda k, b, dtype: ve_sample_sigma(k, b, sigma_min=sigma_min, sigma_max=sigma_max,
+                                          dtype=dtype))
+  return weighted_denoising_loss(denoise, images, sigma, noise, ve_loss_weight(sigma))
