@@ -1,1 +1,19 @@
-"""edmjax.nn."""
+"""edmjax.nn: the networks of EDM (Karras et al. 2022) in flax.linen, NHWC.
+
+`SongUNet` (DDPM++ / NCSN++) and `DhariwalUNet` (ADM) follow NVlabs/edm
+`training/networks.py` argument for argument, parameter for parameter. They see the
+noise label `c_noise`, never `sigma`. Frozen, non-trained state (NCSN++'s Fourier
+frequencies) lives in the `'buffers'` collection (`BUFFERS`), not in `'params'`.
+"""
+
+from edmjax.nn.dhariwal_unet import DhariwalUNet
+from edmjax.nn.layers import (
+    BUFFERS, Conv2d, FourierEmbedding, GroupNorm, Init, Linear, PositionalEmbedding,
+    UNetBlock, fir_downsample, fir_upsample, resample_kernel, weight_init)
+from edmjax.nn.song_unet import SongUNet
+
+__all__ = [
+    "BUFFERS", "Conv2d", "DhariwalUNet", "FourierEmbedding", "GroupNorm", "Init", "Linear",
+    "PositionalEmbedding", "SongUNet", "UNetBlock", "fir_downsample", "fir_upsample",
+    "resample_kernel", "weight_init",
+]
