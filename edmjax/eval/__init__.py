@@ -1,1 +1,37 @@
-"""edmjax.eval."""
+"""edmjax.eval: Fréchet distance, KID, PSNR/SSIM, FID Inception, digits classifier.
+
+Host-side statistics (float64 NumPy) live in `frechet`; JAX image metrics in
+`image_metrics`; feature networks in `inception` (FID Inception-v3, user-supplied
+weights) and `digits_classifier` (trained and cached locally). Images are NHWC.
+"""
+
+from edmjax.eval.digits_classifier import DigitsClassifier
+from edmjax.eval.digits_classifier import DigitsClassifierConfig
+from edmjax.eval.digits_classifier import digits_features
+from edmjax.eval.digits_classifier import digits_metrics
+from edmjax.eval.digits_classifier import digits_split
+from edmjax.eval.digits_classifier import load_digits_classifier
+from edmjax.eval.frechet import feature_mean_cov
+from edmjax.eval.frechet import feature_statistics
+from edmjax.eval.frechet import FeatureStats
+from edmjax.eval.frechet import frechet_distance
+from edmjax.eval.frechet import frechet_distance_features
+from edmjax.eval.frechet import frechet_distance_from_stats
+from edmjax.eval.frechet import init_feature_stats
+from edmjax.eval.frechet import kernel_inception_distance
+from edmjax.eval.frechet import load_reference_stats
+from edmjax.eval.frechet import merge_feature_stats
+from edmjax.eval.frechet import polynomial_mmd2_unbiased
+from edmjax.eval.frechet import reference_stats
+from edmjax.eval.frechet import ReferenceStats
+from edmjax.eval.frechet import save_reference_stats
+from edmjax.eval.frechet import update_feature_stats
+from edmjax.eval.image_metrics import psnr
+from edmjax.eval.image_metrics import ssim
+from edmjax.eval.inception import FIDInceptionV3
+from edmjax.eval.inception import inception_features
+from edmjax.eval.inception import load_inception_params
+from edmjax.eval.inception import preprocess_inception
+from edmjax.eval.inception import resize_bilinear_tf1
+from edmjax.eval.inception import to_uint8
+from edmjax.eval.torch_state import load_torch_state_dict
