@@ -1,0 +1,31 @@
+"""Samplers for the EDM design space (Karras et al. 2022), each one `lax.scan`.
+
+A denoiser is `denoise(x, sigma) -> D(x; sigma)` with NHWC `x` (B, H, W, C) and
+`sigma` of shape (B,). Every sampler takes `(denoise, latents, key)` with unit-Gaussian
+NHWC latents, follows the dtype of the latents, runs under `jax.jit` (the caller
+jits; step counts and option strings static, σ values and keys traced), and gives
+each sample noise from its own key only: with one key, sample b uses
+`fold_in(key, b)`; step i's noise is `normal(fold_in(key_b, i), image_shape)`.
+
+* `edm_sampler`: Algorithm 2 of the paper (NVlabs/edm's `edm_sampler`).
+* `ablation_sampler`: every schedule, scaling, discretization and solver of Table 1
+  (NVlabs/edm's `ablation_sampler`), with the α-trapezoid generalisation of Heun.
+* `solve_from`: Algorithm 2 from a state already at σ_0 over any σ table; the
+  general deterministic Euler/Heun solver and the super-resolution "headstart" entry.
+* `euler_ancestral_sampler`, `dpmpp_2m_sampler`: k-diffusion's Euler-ancestral and
+  DPM-Solver++(2M) (Lu et al. 2022).
+
+`return_trajectory=True` makes each return `(samples, Trajectory)`.
+"""
+
+from edmjax.samplers._common import SOLVERS, Trajectory
+from edmjax.samplers.ablation import ablation_sampler, default_sigma_range
+from edmjax.samplers.ancestral import ancestral_step, euler_ancestral_sampler
+from edmjax.samplers.dpm_solver import dpmpp_2m_sampler
+from edmjax.samplers.edm import edm_sampler, solve_from
+
+__all__ = [
+    "SOLVERS", "Trajectory", "solve_from", "edm_sampler", "ablation_sampler",
+    "default_sigma_range", "ancestral_step", "euler_ancestral_sampler",
+    "dpmpp_2m_sampler",
+]
