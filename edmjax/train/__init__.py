@@ -1,1 +1,26 @@
-"""edmjax.train."""
+"""edmjax.train: training at scale (NVlabs/edm's training loop as pure JAX functions).
+
+* `config`: frozen dataclasses (`TrainConfig` and its parts), JSON, `--set` overrides.
+* `state`: the `TrainState` pytree.
+* `optim`: Adam, lr ramp-up and EMA with NVlabs' formulas.
+* `step`: `make_train_step` (EDM / VP / VE / DDPM objectives, accumulation, skip of
+  non-finite steps).
+* `parallel`: the device mesh, sharded global batches, multi-host initialisation.
+* `checkpoint`: orbax (the only module that calls it).
+* `monitor`: metrics, plots, sample grids, nearest-neighbour distances.
+* `loop`: `train(config, workdir)`.
+"""
+
+from edmjax.train.config import (DataConfig, LossConfig, NetConfig, OptimConfig,
+                                 SampleConfig, TrainConfig, apply_overrides, field_names)
+from edmjax.train.loop import TrainingDivergedError, TrainResult, load_state, train
+from edmjax.train.optim import ema_beta, ema_update, learning_rate, make_optimizer
+from edmjax.train.state import TrainState, count_params, init_state
+from edmjax.train.step import make_train_step
+
+__all__ = [
+    "DataConfig", "LossConfig", "NetConfig", "OptimConfig", "SampleConfig", "TrainConfig",
+    "apply_overrides", "field_names", "TrainingDivergedError", "TrainResult", "load_state",
+    "train", "ema_beta", "ema_update", "learning_rate", "make_optimizer", "TrainState",
+    "count_params", "init_state", "make_train_step",
+]

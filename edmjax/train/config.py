@@ -1,0 +1,322 @@
+"""Training configuration: frozen (hashable) dataclasses, usable as jit static arguments.
+
+A :class:`TrainConfig` holds everything that changes shapes or code paths of a run:
+the network (:class:`NetConfig`), the data (:class:`DataConfig`), the objective
+(:class:`LossConfig`), Adam and EMA (:class:`OptimConfig`), the sample grids
+(:class:`SampleConfig`) and the loop's own settings. Defaults follow NVlabs/edm's
+`train.py` / `training/training_loop.py` (CIFAR-10 DDPM++) unless stated.
+
+Configs round-trip through JSON (`to_dict` / `from_dict`) and accept command-line
+style overrides `"net.model_channels=32"` (`apply_overrides`), parsed by the type of
+the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any
+
+from edmjax import _checks
+
+__all__ = [
+    "NetConfig", "DataConfig", "LossConfig", "OptimConfig", "SampleConfig", "TrainConfig",
+    "OBJECTIVES", "ARCHS", "to_dict", "from_dict", "to_json", "from_json",
+    "apply_overrides", "field_names",
+]
+
+OBJECTIVES = ("edm", "vp", "ve", "ddpm")
+ARCHS = ("ddpmpp", "ncsnpp", "adm")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+  """The raw network F_θ: NVlabs' `--arch` presets and the SongUNet/DhariwalUNet args.
+
+  `arch='ddpmpp'` and `'ncsnpp'` build `edmjax.nn.SongUNet` with the paper's presets
+  (positional/standard/standard, resample (1, 1) vs Fourier/residual, (1, 3, 3, 1));
+  `'adm'` builds `edmjax.nn.DhariwalUNet`. `dtype` is the compute dtype of the
+  convolutional path ('float32' or 'bfloat16'); parameters always stay float32.
+  """
+  arch: str = "ddpmpp"
+  model_channels: int = 128
+  channel_mult: tuple[int, ...] = (2, 2, 2)
+  channel_mult_emb: int = 4
+  num_blocks: int = 4
+  attn_resolutions: tuple[int, ...] = (16,)
+  dropout: float = 0.13
+  label_dropout: float = 0.0
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    _checks.check_choice("net.arch", self.arch, ARCHS)
+    _checks.check_choice("net.dtype", self.dtype, DTYPES)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which images, at which size, and how they are fed (see `edmjax.data`).
+
+  `name` is anything `edmjax.data.sources.load_dataset` accepts ('digits',
+  'lfw_subset', 'mnist', 'cifar10', 'tfds:<name>', 'folder:<path>'). The last
+  `holdout` examples (in the source's order) are never trained on; the loop uses them
+  as real references for the nearest-neighbour check of its samples. `cond` trains a
+  class-conditional model (one-hot labels, `label_dim` = the source's classes).
+  `augment_p` > 0 applies EDM's augmentation (`edmjax.data.augmentation`,
+  `edm_augment_config(augment_p)`: NVlabs' AugmentPipe) and feeds its 9 labels to
+  the net (`augment_dim` 9); 0 disables it.
+  """
+  name: str = "digits"
+  resolution: int | None = None
+  channels: int | None = None
+  split: str = "train"
+  data_dir: str | None = None
+  holdout: int = 0
+  seed: int = 0
+  cond: bool = False
+  augment_p: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """The objective: 'edm', 'vp', 've' (through `make_denoiser`) or 'ddpm' (ε-prediction).
+
+  `sigma_data=None` means "estimate it from the data" (the loop resolves it with
+  `edmjax.data.stats.estimate_sigma_data` and records the value in the workdir's
+  config.json); the step itself needs a number.
+  """
+  objective: str = "edm"
+  # EDM (Karras et al. 2022, Table 1).
+  P_mean: float = -1.2
+  P_std: float = 1.2
+  sigma_data: float | None = 0.5
+  # VP (Song et al. 2021).
+  beta_d: float = 19.9
+  beta_min: float = 0.1
+  epsilon_t: float = 1e-5
+  # VE.
+  sigma_min: float = 0.02
+  sigma_max: float = 100.0
+  # DDPM (Ho et al. 2020): linear β schedule with T steps.
+  ddpm_T: int = 1000
+  ddpm_beta_start: float = 1e-4
+  ddpm_beta_end: float = 0.02
+  ddpm_schedule: str = "linear"
+
+  def __post_init__(self):
+    _checks.check_choice("loss.objective", self.objective, OBJECTIVES)
+    _checks.check_choice("loss.ddpm_schedule", self.ddpm_schedule, ("linear", "cosine"))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Adam, learning-rate ramp-up and EMA exactly as NVlabs/edm's training loop.
+
+  lr(nimg) = lr · min(nimg / max(lr_rampup_kimg·1000, 1e-8), 1) and
+  β_ema = 0.5^(batch / max(min(ema_halflife_kimg·1000, nimg·ema_rampup_ratio), 1e-8))
+  (no ramp-up when `ema_rampup_ratio` is None), with nimg the images consumed before
+  the step.
+  """
+  lr: float = 10e-4
+  beta1: float = 0.9
+  beta2: float = 0.999
+  eps: float = 1e-8
+  lr_rampup_kimg: float = 10000.0
+  ema_halflife_kimg: float = 500.0
+  ema_rampup_ratio: float | None = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  """The periodic sample grids (EMA parameters).
+
+  `sampler`: 'edm' (`edmjax.samplers.edm_sampler`, Heun, for edm/vp/ve runs) or
+  'ddpm' / 'ddim' (for ddpm runs; `num_steps` is DDIM's). `sigma_max=None` uses 80.
+  """
+  sampler: str = "edm"
+  num_images: int = 64
+  num_steps: int = 18
+  sigma_min: float = 0.002
+  sigma_max: float | None = 80.0
+  rho: float = 7.0
+  S_churn: float = 0.0
+  seed: int = 0
+
+  def __post_init__(self):
+    _checks.check_choice("sample.sampler", self.sampler, ("edm", "ddpm", "ddim"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """A whole training run.
+
+  Attributes:
+    batch_size: global batch over all devices and processes.
+    accum_steps: microbatches per step (`lax.scan`); batch_size / accum_steps images
+      are in memory at once. Must divide batch_size (and per-device shards).
+    total_steps: optimizer steps of the run (a step consumes `batch_size` images).
+    seed: initialisation and training randomness (σ, noise, dropout, augmentation).
+    max_consecutive_bad_steps: the loop stops with an error after this many skipped
+      (non-finite) steps in a row.
+    log_every, checkpoint_every, sample_every: intervals in steps (0: only at the end).
+    keep_checkpoints: how many recent checkpoints orbax keeps.
+  """
+  net: NetConfig = NetConfig()
+  data: DataConfig = DataConfig()
+  loss: LossConfig = LossConfig()
+  optim: OptimConfig = OptimConfig()
+  sample: SampleConfig = SampleConfig()
+  batch_size: int = 512
+  accum_steps: int = 1
+  total_steps: int = 1000
+  seed: int = 0
+  max_consecutive_bad_steps: int = 10
+  log_every: int = 50
+  checkpoint_every: int = 1000
+  sample_every: int = 0
+  keep_checkpoints: int = 3
+
+  def __post_init__(self):
+    _checks.check_int_at_least("batch_size", self.batch_size, 1)
+    _checks.check_int_at_least("accum_steps", self.accum_steps, 1)
+    _checks.check_int_at_least("total_steps", self.total_steps, 0)
+    _checks.check_int_at_least("max_consecutive_bad_steps", self.max_consecutive_bad_steps, 1)
+    if self.batch_size % self.accum_steps:
+      raise ValueError(f"batch_size={self.batch_size} must be a multiple of "
+                       f"accum_steps={self.accum_steps}.")
+
+
+# ----------------------------------------------------------------------------- dict / JSON
+
+
+def to_dict(config) -> dict:
+  """A nested dict of plain values (tuples become lists)."""
+  return dataclasses.asdict(config)
+
+
+def _convert(tp, value, name):
+  """Converts a JSON / string value to the annotated type `tp`."""
+  origin = typing.get_origin(tp)
+  if origin in (typing.Union, types.UnionType):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+      return None
+    return _convert(args[0], value, name)
+  if origin is tuple:
+    (elem, *_) = typing.get_args(tp)
+    if isinstance(value, str):
+      value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+    return tuple(_convert(elem, v, name) for v in value)
+  if dataclasses.is_dataclass(tp):
+    return _from_dict(tp, value, name)
+  if tp is bool:
+    if isinstance(value, str):
+      if value.lower() in ("1", "true", "yes", "on"):
+        return True
+      if value.lower() in ("0", "false", "no", "off"):
+        return False
+      raise ValueError(f"{name}: cannot read {value!r} as a bool (true/false).")
+    return bool(value)
+  if tp is int:
+    if isinstance(value, str):
+      value = value.replace("_", "")
+      try:
+        return int(value)
+      except ValueError:
+        f = float(value)  # allow "1e3"
+        if f != int(f):
+          raise ValueError(f"{name}: {value!r} is not an integer.") from None
+        return int(f)
+    return int(value)
+  if tp is float:
+    return float(value)
+  if tp is str:
+    return str(value)
+  raise TypeError(f"{name}: unsupported field type {tp!r}.")  # pragma: no cover
+
+
+def _hints(cls):
+  return typing.get_type_hints(cls)
+
+
+def _from_dict(cls, d: dict, prefix: str = ""):
+  hints = _hints(cls)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(d) - names
+  if unknown:
+    raise ValueError(f"Unknown field(s) {sorted(unknown)} in {prefix or cls.__name__}; "
+                     f"fields are {sorted(names)}.")
+  kwargs = {k: _convert(hints[k], v, f"{prefix}{k}") for k, v in d.items()}
+  return cls(**kwargs)
+
+
+def from_dict(d: dict, cls=None):
+  """The inverse of `to_dict` (a `TrainConfig` unless `cls` is given)."""
+  return _from_dict(cls or TrainConfig, d)
+
+
+def to_json(config) -> str:
+  return json.dumps(to_dict(config), indent=2, sort_keys=True)
+
+
+def from_json(text: str, cls=None):
+  return from_dict(json.loads(text), cls)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def field_names(config) -> list[str]:
+  """Every settable dotted field name of a (nested) config, e.g. 'net.model_channels'."""
+  out = []
+  for f in dataclasses.fields(config):
+    value = getattr(config, f.name)
+    if dataclasses.is_dataclass(value):
+      out.extend(f"{f.name}.{n}" for n in field_names(value))
+    else:
+      out.append(f.name)
+  return out
+
+
+def _set(config, path: list[str], text: str, full: str):
+  hints = _hints(type(config))
+  names = [f.name for f in dataclasses.fields(config)]
+  head = path[0]
+  if head not in names:
+    raise KeyError(head)
+  current = getattr(config, head)
+  if len(path) == 1:
+    if dataclasses.is_dataclass(current):
+      raise KeyError(head)
+    value = _convert(hints[head], text, full)
+  else:
+    if not dataclasses.is_dataclass(current):
+      raise KeyError(head)
+    value = _set(current, path[1:], text, full)
+  return dataclasses.replace(config, **{head: value})
+
+
+def apply_overrides(config, overrides) -> Any:
+  """Returns `config` with `"a.b=value"` overrides applied, each parsed by its field type.
+
+  Tuples are written `1,2,2` (or `(1, 2, 2)`), None as `none`, bools as true/false.
+
+  Raises:
+    ValueError: for a malformed override, an unknown field (the message lists all
+      fields) or a value of the wrong type.
+  """
+  for item in overrides or ():
+    if "=" not in item:
+      raise ValueError(f"Override {item!r} must look like field=value, e.g. "
+                       "net.model_channels=32.")
+    name, text = item.split("=", 1)
+    name = name.strip()
+    try:
+      config = _set(config, name.split("."), text.strip(), name)
+    except KeyError:
+      raise ValueError(f"Unknown field {name!r}; fields are: "
+                       + ", ".join(field_names(config)) + ".") from None
+  return config

@@ -1,0 +1,460 @@
+"""The training loop: `train(config, workdir)` builds, jits once, loops, logs, checkpoints.
+
+The loop is the outermost driver, so it is where `jax.jit` is applied: the step
+(`edmjax.train.step.make_train_step`) is jitted once per process and
+configuration, with the state replicated and the batch sharded over a mesh of
+every device (`edmjax.train.parallel`); data, keys and σ are array arguments and
+never recompile it.
+
+A work directory holds:
+
+  config.json        the resolved config (σ_data estimated from the data when None)
+  checkpoints/<step> orbax checkpoints of the `TrainState` (last `keep_checkpoints`)
+  metrics.jsonl      one JSON object per `log_every` steps
+  loss.png           loss and loss per σ bin against kimg
+  samples/           sample grids (EMA parameters): step_<step>.png and .npz
+  neighbours.json    nearest-training-neighbour distances: samples vs held-out images
+
+Calling `train` again on the same work directory resumes from its newest complete
+checkpoint (parameters, EMA, Adam state, RNG key, data position and skip counters),
+and the continued run is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from edmjax.train import checkpoint
+from edmjax.train import models
+from edmjax.train import monitor
+from edmjax.train import optim
+from edmjax.train import parallel
+from edmjax.train import step as step_lib
+from edmjax.train.config import SampleConfig, TrainConfig, from_json, to_dict, to_json
+from edmjax.train.state import TrainState, count_params, init_state
+
+__all__ = ["train", "TrainResult", "TrainingDivergedError", "load_data", "resolve_config",
+           "build", "Built", "read_config", "load_state", "DataBundle"]
+
+_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}  # init runs once
+
+
+class TrainingDivergedError(RuntimeError):
+  """Raised when `max_consecutive_bad_steps` steps in a row had a non-finite loss."""
+
+
+class TrainResult(NamedTuple):
+  """What `train` returns: the final state and where the outputs are."""
+  state: TrainState
+  config: TrainConfig
+  workdir: str
+  neighbours: dict | None
+
+
+class DataBundle(NamedTuple):
+  """The training source, held-out real images (or None) and the data's geometry."""
+  source: Any
+  heldout: np.ndarray | None
+  image_shape: tuple[int, int, int]
+  num_classes: int
+
+
+class _Subset:
+  """The first `n` examples of a random-access source (the rest is held out)."""
+
+  def __init__(self, source, n):
+    self.source, self.n = source, n
+    self.name = getattr(source, "name", "source")
+    self.num_classes = source.num_classes
+
+  def __len__(self):
+    return self.n
+
+  def get(self, indices):
+    return self.source.get(np.asarray(indices))
+
+
+def load_data(cfg: TrainConfig, source=None) -> DataBundle:
+  """Loads `cfg.data` (or uses `source`) and splits off the last `holdout` examples."""
+  from edmjax.data import sources  # pylint: disable=g-import-not-at-top
+  dc = cfg.data
+  if source is None:
+    source = sources.load_dataset(dc.name, resolution=dc.resolution, channels=dc.channels,
+                                  split=dc.split, data_dir=dc.data_dir)
+  n = len(source)
+  heldout = None
+  if dc.holdout:
+    if dc.holdout >= n:
+      raise ValueError(f"data.holdout={dc.holdout} leaves no training examples "
+                       f"(the source has {n}).")
+    heldout = source.get(np.arange(n - dc.holdout, n))[0]
+    if isinstance(source, sources.Dataset):
+      source = sources.Dataset(images=source.images[:n - dc.holdout],
+                               labels=source.labels[:n - dc.holdout],
+                               num_classes=source.num_classes, name=source.name,
+                               class_names=source.class_names)
+    else:
+      source = _Subset(source, n - dc.holdout)
+  first = source.get(np.arange(1))[0]
+  return DataBundle(source=source, heldout=heldout, image_shape=tuple(first.shape[1:]),
+                    num_classes=int(source.num_classes))
+
+
+def _training_images(source, max_examples: int = 8192) -> np.ndarray:
+  images = getattr(source, "images", None)
+  if images is not None:
+    return np.asarray(images)
+  n = len(source)
+  idx = np.linspace(0, n - 1, min(n, max_examples)).astype(np.int64)
+  return source.get(idx)[0]
+
+
+def resolve_config(cfg: TrainConfig, data: DataBundle) -> TrainConfig:
+  """Fills what depends on the data: σ_data (when None) from the training images."""
+  if cfg.loss.sigma_data is None:
+    from edmjax.data import stats  # pylint: disable=g-import-not-at-top
+    sigma_data = round(stats.estimate_sigma_data(_training_images(data.source)), 4)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, sigma_data=sigma_data))
+  if cfg.data.cond and data.num_classes < 1:
+    raise ValueError(f"data.cond=True but the source {cfg.data.name!r} has no classes.")
+  return cfg
+
+
+class Built(NamedTuple):
+  """The compiled pieces of a run (shared by every `train` call with the same config)."""
+  model: Any
+  optimizer: Any
+  init: Any      # key data -> TrainState (replicated)
+  step: Any      # (state, images, labels) -> (state, metrics)
+  sample: Any    # (variables, seeds, labels) -> images
+  label_dim: int
+  augment_dim: int
+
+
+def _step_key(cfg: TrainConfig) -> TrainConfig:
+  """`cfg` without the fields that do not change the compiled step."""
+  return dataclasses.replace(
+      cfg, total_steps=0, log_every=0, checkpoint_every=0, sample_every=0,
+      keep_checkpoints=1, max_consecutive_bad_steps=1, sample=SampleConfig(),
+      data=dataclasses.replace(cfg.data, name="", split="", data_dir=None, holdout=0,
+                               seed=0, resolution=None, channels=None))
+
+
+def build(cfg: TrainConfig, mesh, image_shape, num_classes: int = 0) -> Built:
+  """Model, optimizer and the jitted init / step / sample functions of a run."""
+  return _build(_step_key(cfg), cfg.sample, mesh, tuple(image_shape), int(num_classes))
+
+
+@functools.lru_cache(maxsize=8)
+def _build(cfg: TrainConfig, sample_cfg: SampleConfig, mesh, image_shape,
+           num_classes: int) -> Built:
+  label_dim = num_classes if cfg.data.cond else 0
+  augment_fn, augment_dim = None, 0
+  if cfg.data.augment_p > 0:
+    from edmjax.data import augmentation  # pylint: disable=g-import-not-at-top
+    aug_cfg = augmentation.edm_augment_config(cfg.data.augment_p)
+    augment_dim = aug_cfg.augment_dim
+
+    def augment_fn(key, images):
+      return augmentation.augment(key, images, aug_cfg)
+
+  model = models.build_net(cfg.net, img_resolution=image_shape[0], channels=image_shape[2],
+                           label_dim=label_dim, augment_dim=augment_dim)
+  optimizer = optim.make_optimizer(cfg.optim)
+  rep = parallel.replicated_sharding(mesh)
+  data_sharding = parallel.batch_sharding(mesh)
+
+  def init(key_data):
+    return init_state(model, optimizer, key_data, image_shape, label_dim=label_dim,
+                      augment_dim=augment_dim)
+
+  init_jit = jax.jit(init, out_shardings=rep)
+  init_c = functools.partial(_compile_once, init_jit, _INIT_COMPILER_OPTIONS)
+
+  train_step = step_lib.make_train_step(model, cfg, label_dim=label_dim,
+                                        augment_fn=augment_fn, optimizer=optimizer)
+  step_jit = jax.jit(train_step, in_shardings=(rep, data_sharding, data_sharding),
+                     out_shardings=(rep, rep), donate_argnums=0)
+
+  sample_fn = models.make_sample_fn(model, cfg.loss, sample_cfg,
+                                    dtype=models.compute_dtype(cfg.net))
+
+  def sample(variables, seeds, labels):
+    latents, keys = models.seed_latents_and_keys(seeds, image_shape)
+    class_labels = jax.nn.one_hot(labels, label_dim) if label_dim else None
+    return sample_fn(variables, latents, keys, class_labels)
+
+  sample_jit = jax.jit(sample, out_shardings=rep)
+  return Built(model=model, optimizer=optimizer, init=init_c, step=step_jit,
+               sample=sample_jit, label_dim=label_dim, augment_dim=augment_dim)
+
+
+def _compile_once(jitted, options, *args):
+  """Runs `jitted` through an explicitly compiled executable (with compiler options)."""
+  return jitted.lower(*args).compile(compiler_options=options)(*args)
+
+
+def read_config(workdir: str) -> TrainConfig:
+  """The resolved config a run saved in `workdir/config.json`."""
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    return from_json(f.read())
+
+
+def load_state(workdir: str, *, mesh=None, source=None, step: int | None = None):
+  """(config, built, state) of a run's newest (or given) checkpoint, for sampling.
+
+  Raises:
+    FileNotFoundError: when the work directory has no config or no checkpoint.
+  """
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    raise FileNotFoundError(f"{workdir!r} has no config.json; is it a training work "
+                            "directory (experiments/train.py --workdir)?")
+  cfg = read_config(workdir)
+  mesh = mesh or parallel.make_mesh()
+  data = _geometry(cfg, source)
+  built = build(cfg, mesh, data[0], data[1])
+  target = built.init(jax.random.key_data(jax.random.key(cfg.seed)))
+  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
+  try:
+    if step is None:
+      state, step = checkpoint.restore_latest(mgr, target)
+    else:
+      state = checkpoint.restore(mgr, step, target)
+  finally:
+    checkpoint.close(mgr)
+  if state is None:
+    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
+  return cfg, built, state
+
+
+def _geometry(cfg: TrainConfig, source=None):
+  """(image_shape, num_classes) of the config's data, without loading all of it."""
+  meta = cfg.data
+  if source is None:
+    from edmjax.data import sources  # pylint: disable=g-import-not-at-top
+    source = sources.load_dataset(meta.name, resolution=meta.resolution,
+                                  channels=meta.channels, split=meta.split,
+                                  data_dir=meta.data_dir)
+  first = source.get(np.arange(1))[0]
+  return tuple(first.shape[1:]), int(source.num_classes)
+
+
+def _bin_labels():
+  e = step_lib.SIGMA_BIN_EDGES
+  return [f"σ<{e[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(e[:-1], e[1:])] + [f"σ>{e[-1]:g}"]
+
+
+def _progress(total, initial, enabled):
+  if not enabled:
+    return None
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+              file=sys.stderr, mininterval=1.0)
+
+
+def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | None = None,
+          progress: bool = True, mesh=None, log=print) -> TrainResult:
+  """Trains (or resumes) a run in `workdir`; see the module docstring for the outputs.
+
+  Args:
+    cfg: the run's config (`sigma_data=None` is estimated from the training images).
+    workdir: output directory; resumes from its newest checkpoint when there is one.
+    source: an `edmjax.data` source to use instead of loading `cfg.data.name`.
+    stop_at_step: stop (with a checkpoint) after this step, before `total_steps`;
+      a later call continues the same run.
+    progress: show a tqdm progress bar (process 0).
+    mesh: device mesh (default: all devices on one 'data' axis).
+    log: where status lines go (process 0), or None.
+
+  Returns:
+    A `TrainResult` (final state, resolved config, workdir, neighbour report).
+
+  Raises:
+    TrainingDivergedError: after `cfg.max_consecutive_bad_steps` non-finite steps in
+      a row (the checkpoints on disk hold the last good, finite state).
+  """
+  lead = jax.process_index() == 0
+  say = (log if lead and log is not None else (lambda *a, **k: None))
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh or parallel.make_mesh()
+  parallel.check_batch_divisible(cfg.batch_size, mesh, cfg.accum_steps)
+
+  data = load_data(cfg, source)
+  cfg = resolve_config(cfg, data)
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    old = to_dict(read_config(workdir))
+    new = to_dict(cfg)
+    changed = [k for k in new if old.get(k) != new[k]]
+    if changed:
+      say(f"note: config differs from {config_path} in {changed}; using the new one.")
+  if lead:
+    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
+      f.write(to_json(cfg))
+    os.replace(config_path + ".tmp", config_path)
+
+  built = build(cfg, mesh, data.image_shape, data.num_classes)
+  t0 = time.time()
+  state = built.init(jax.random.key_data(jax.random.key(cfg.seed)))
+  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
+  restored, at = checkpoint.restore_latest(mgr, state)
+  if restored is not None:
+    state = restored
+    say(f"resumed from {workdir}/checkpoints/{at} (step {at}, "
+        f"{int(state.position) / 1000:.1f} kimg)")
+  else:
+    say(f"new run in {workdir}: {count_params(state.params):,} parameters, "
+        f"{len(data.source)} training images {data.image_shape}, "
+        f"sigma_data {cfg.loss.sigma_data}, {mesh.devices.size} device(s)")
+
+  from edmjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  batches = pipeline.BatchIterator(
+      data.source, batch_size=cfg.batch_size, seed=cfg.data.seed,
+      position=int(state.position), process_index=jax.process_index(),
+      process_count=jax.process_count())
+  step = int(state.step)
+  end = cfg.total_steps if stop_at_step is None else min(cfg.total_steps, stop_at_step)
+  writer = monitor.MetricsWriter(os.path.join(workdir, "metrics.jsonl")) if lead else None
+  bar = _progress(cfg.total_steps, step, progress and lead)
+  labels_bins = _bin_labels()
+  acc = _Accumulator()
+  t_log, n_log = time.time(), 0
+  compile_s = None
+  pending = None
+
+  def every(n):
+    return n > 0 and step % n == 0
+
+  try:
+    while step < end:
+      batch = batches.__next__()
+      images, labels = parallel.global_batch((batch.images, batch.labels), mesh)
+      state, metrics = built.step(state, images, labels)
+      step += 1
+      n_log += cfg.batch_size
+      if pending is not None:
+        _check(acc.add(pending), cfg)
+      pending = metrics
+      boundary = step == end or every(cfg.log_every) or every(cfg.checkpoint_every) or \
+          every(cfg.sample_every)
+      if not boundary:
+        if bar is not None:
+          bar.update(1)
+        continue
+      host = acc.add(pending)
+      pending = None
+      if compile_s is None:
+        compile_s = time.time() - t0
+        say(f"first step (init + compile) done after {compile_s:.1f} s")
+      _check(host, cfg)
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{host['loss']:.4f}", skipped=int(host["skipped_total"]))
+      if step == end or every(cfg.log_every):
+        now = time.time()
+        record = acc.flush(step=step, kimg=batches.position / 1000, bins=labels_bins)
+        record["images_per_sec"] = n_log / max(now - t_log, 1e-9)
+        record["time"] = now
+        if writer is not None:
+          writer.write(record)
+        t_log, n_log = now, 0
+      if step == end or every(cfg.checkpoint_every):
+        checkpoint.save(mgr, step, state)
+      if (every(cfg.sample_every) or step == cfg.total_steps) and cfg.sample.num_images > 0:
+        _write_samples(built, cfg, state, workdir, step, lead)
+  finally:
+    checkpoint.close(mgr)
+    if bar is not None:
+      bar.close()
+    if writer is not None:
+      writer.close()
+  if lead:
+    monitor.plot_losses(monitor.read_metrics(os.path.join(workdir, "metrics.jsonl")),
+                        os.path.join(workdir, "loss.png"))
+  report = None
+  if step >= cfg.total_steps and cfg.sample.num_images > 0 and data.heldout is not None:
+    samples = np.load(os.path.join(workdir, "samples", f"step_{step:07d}.npz"))["images"] \
+        if lead else None
+    if lead:
+      report = monitor.neighbour_report(samples, data.heldout,
+                                        _training_images(data.source))
+      with open(os.path.join(workdir, "neighbours.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+  return TrainResult(state=state, config=cfg, workdir=workdir, neighbours=report)
+
+
+def _write_samples(built: Built, cfg: TrainConfig, state: TrainState, workdir: str,
+                   step: int, lead: bool) -> None:
+  n = cfg.sample.num_images
+  seeds = jnp.arange(cfg.sample.seed, cfg.sample.seed + n, dtype=jnp.uint32)
+  labels = jnp.arange(n, dtype=jnp.int32) % max(built.label_dim, 1)
+  variables = {"params": state.ema_params, **state.buffers}
+  images = np.asarray(jax.device_get(built.sample(variables, seeds, labels)))
+  if lead:
+    out = os.path.join(workdir, "samples", f"step_{step:07d}")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    np.savez(out + ".npz", images=images, seeds=np.asarray(seeds), labels=np.asarray(labels))
+    monitor.save_grid(out + ".png", np.clip(images, -1, 1))
+
+
+def _check(host: dict, cfg: TrainConfig) -> None:
+  if host["skipped_consecutive"] >= cfg.max_consecutive_bad_steps:
+    raise TrainingDivergedError(
+        f"Stopping: {int(host['skipped_consecutive'])} consecutive steps had a non-finite "
+        f"loss or gradient (max_consecutive_bad_steps={cfg.max_consecutive_bad_steps}; "
+        f"{int(host['skipped_total'])} skipped in total). Their updates were skipped, so "
+        "the checkpoints hold the last finite state. Check the data for NaN/inf, lower "
+        "optim.lr, or use float32 (net.dtype=float32).")
+
+
+class _Accumulator:
+  """Sums the per-step metrics between two log lines (on the host)."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self):
+    self.n = 0
+    self.loss = 0.0
+    self.finite_n = 0
+    self.bin_sum = None
+    self.bin_count = None
+    self.last = {}
+
+  def add(self, metrics) -> dict:
+    host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    self.n += 1
+    if bool(host["finite"]):
+      self.finite_n += 1
+      self.loss += float(host["loss"])
+      s, c = host["loss_bin_sum"].astype(np.float64), host["loss_bin_count"].astype(np.float64)
+      self.bin_sum = s if self.bin_sum is None else self.bin_sum + s
+      self.bin_count = c if self.bin_count is None else self.bin_count + c
+    self.last = host
+    return host
+
+  def flush(self, *, step: int, kimg: float, bins) -> dict:
+    h = self.last
+    per_sigma = None
+    if self.bin_sum is not None:
+      per_sigma = [float(s / c) if c > 0 else None for s, c in zip(self.bin_sum, self.bin_count)]
+    record = dict(step=step, kimg=kimg,
+                  loss=self.loss / self.finite_n if self.finite_n else None,
+                  loss_per_sigma=per_sigma, loss_bin_labels=bins,
+                  lr=float(h["lr"]), grad_norm=float(h["grad_norm"]),
+                  ema_beta=float(h["ema_beta"]),
+                  skipped_total=int(h["skipped_total"]),
+                  skipped_consecutive=int(h["skipped_consecutive"]),
+                  steps=self.n)
+    self.reset()
+    return record

@@ -1,0 +1,87 @@
+"""Data parallelism: one device mesh, batches sharded on 'data', state replicated.
+
+One `jax.jit` runs the step over the global batch; XLA inserts the gradient
+all-reduce. Several hosts join through `jax.distributed.initialize`; each feeds
+only its own rows of the global batch (`edmjax.data.pipeline.batch_at(...,
+process_index, process_count)`), which `global_batch` assembles into one global
+array with `jax.make_array_from_process_local_data`. With threefry partitionable
+random numbers (the default in this JAX), σ, noise and dropout drawn for the
+global batch do not depend on how it is sharded.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+__all__ = ["DATA_AXIS", "make_mesh", "batch_sharding", "replicated_sharding",
+           "global_batch", "replicate", "initialize_distributed", "check_batch_divisible"]
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh ('data',) over all devices of all processes (or `devices`).
+
+  The axis is `AxisType.Auto`: XLA propagates shardings through the network (the
+  default of `jax.make_mesh` in this JAX is Explicit, which would require every
+  reshape of a sharded activation to name its output sharding).
+  """
+  auto = (jax.sharding.AxisType.Auto,)
+  if devices is None:
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=auto)
+  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=auto)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  """Rows split across the 'data' axis; other axes whole."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_divisible(batch_size: int, mesh, accum_steps: int = 1) -> None:
+  """Raises a clear ValueError unless every device gets whole microbatch rows."""
+  n = mesh.devices.size
+  if batch_size % (n * accum_steps):
+    raise ValueError(
+        f"batch_size={batch_size} must be a multiple of devices ({n}) x accum_steps "
+        f"({accum_steps}) = {n * accum_steps}, so that every microbatch splits evenly "
+        "over the devices.")
+
+
+def global_batch(local_arrays, mesh):
+  """This process' rows (NumPy) -> global arrays sharded on 'data' (a pytree)."""
+  sharding = batch_sharding(mesh)
+  nproc = jax.process_count()
+
+  def one(x):
+    x = np.asarray(x)
+    shape = (x.shape[0] * nproc,) + x.shape[1:]
+    return jax.make_array_from_process_local_data(sharding, x, shape)
+
+  return jax.tree.map(one, local_arrays)
+
+
+def replicate(tree, mesh):
+  """Places every leaf of `tree` on all devices of `mesh` (replicated)."""
+  return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None, *,
+                           cpu_collectives: str | None = "gloo") -> None:
+  """`jax.distributed.initialize` (call before any other JAX call of the process).
+
+  On CPU, cross-process collectives need an implementation: `cpu_collectives`
+  ('gloo' by default; None leaves JAX's setting). With no arguments, JAX detects
+  the cluster (SLURM, Cloud TPU, ...).
+  """
+  if cpu_collectives is not None:
+    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
