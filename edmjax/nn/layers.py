@@ -138,31 +138,59 @@ def resample_kernel(resample_filter: Sequence[float]) -> np.ndarray:
   return np.outer(f, f) / np.square(f.sum())
 
 
-def _depthwise(x: jax.Array, kernel: np.ndarray, *, stride: int, padding: int,
-               lhs_dilation: int = 1) -> jax.Array:
-  """Applies one `(k, k)` kernel to every channel of NHWC `x` (a grouped convolution)."""
-  c = x.shape[-1]
-  w = jnp.tile(jnp.asarray(kernel, x.dtype)[:, :, None, None], (1, 1, 1, c))
-  return jax.lax.conv_general_dilated(
-      x, w, window_strides=(stride, stride), padding=((padding, padding),) * 2,
-      lhs_dilation=(lhs_dilation, lhs_dilation),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+def _fir_axis(x: jax.Array, taps: np.ndarray, axis: int, *, stride: int, pad: int,
+              dilate: bool = False) -> jax.Array:
+  """1-D FIR correlation along `axis`: y[i] = sum_j taps[j] x_pad[stride i + j].
+
+  `x_pad` is `x` zero-padded by `pad` on both sides (cropped if negative), after
+  inserting one zero between neighbours when `dilate` (a transposed convolution's
+  zero stuffing). Written as a sum
+  of `len(taps)` strided slices: XLA:CPU runs grouped (depthwise) convolutions, and
+  above all their gradients, orders of magnitude slower than these slices.
+  """
+  widths = [(0, 0, 0)] * x.ndim
+  widths[axis] = (pad, pad, 1 if dilate else 0)   # negative pad crops, as in a conv
+  x = jax.lax.pad(x, np.zeros((), x.dtype), widths)
+  k = len(taps)
+  n_out = (x.shape[axis] - k) // stride + 1
+  y = None
+  for j, tap in enumerate(taps):
+    part = jax.lax.slice_in_dim(x, j, j + stride * (n_out - 1) + 1, stride=stride, axis=axis)
+    part = part * np.asarray(tap, x.dtype)
+    y = part if y is None else y + part
+  return y
+
+
+def _separable_taps(kernel: np.ndarray) -> np.ndarray:
+  """The 1-D taps g with kernel = g g^T (the kernels here are outer products)."""
+  g = np.sqrt(np.diag(kernel).astype(np.float64))
+  if not np.allclose(np.outer(g, g), kernel, rtol=1e-6, atol=1e-9):
+    raise ValueError("FIR resampling needs a separable kernel f f^T with f >= 0.")
+  return g.astype(np.float32)
 
 
 def fir_downsample(x: jax.Array, kernel: np.ndarray, padding: int) -> jax.Array:
-  """2x FIR downsampling of NHWC `x`: correlate with `kernel` at stride 2."""
-  return _depthwise(x, kernel, stride=2, padding=padding)
+  """2x FIR downsampling of NHWC `x`: correlate with `kernel` at stride 2.
+
+  Equal to a depthwise convolution with `kernel` per channel (stride 2, zero padding
+  `padding`), computed separably along H and W.
+  """
+  g = _separable_taps(kernel)
+  x = _fir_axis(x, g, 1, stride=2, pad=padding)
+  return _fir_axis(x, g, 2, stride=2, pad=padding)
 
 
 def fir_upsample(x: jax.Array, kernel: np.ndarray, padding: int) -> jax.Array:
   """2x FIR upsampling of NHWC `x`: PyTorch's `conv_transpose2d(x, 4 f, stride=2, padding)`.
 
   A transposed convolution is a convolution of the zero-stuffed input with the flipped
-  kernel and padding `k - 1 - padding`.
+  kernel and padding `k - 1 - padding`; it is computed separably along H and W with
+  the 1-D taps `2 g[::-1]` (`4 kernel = (2 g)(2 g)^T`).
   """
   k = kernel.shape[0]
-  return _depthwise(x, 4 * kernel[::-1, ::-1], stride=1, padding=k - 1 - padding,
-                    lhs_dilation=2)
+  g = 2 * _separable_taps(kernel)[::-1]
+  x = _fir_axis(x, g, 1, stride=1, pad=k - 1 - padding, dilate=True)
+  return _fir_axis(x, g, 2, stride=1, pad=k - 1 - padding, dilate=True)
 
 
 class Conv2d(nn.Module):

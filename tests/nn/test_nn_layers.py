@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from edmjax.nn import layers
 from edmjax.nn import (
     BUFFERS, Conv2d, FourierEmbedding, GroupNorm, Init, Linear, PositionalEmbedding,
     UNetBlock, weight_init)
@@ -129,3 +130,27 @@ def test_fourier_frequencies_are_frozen_buffers():
   out = emb.apply(v, jnp.array([0.25]))
   np.testing.assert_allclose(out[0, :128], np.cos(2 * np.pi * 0.25 * np.asarray(freqs)),
                              atol=1e-4)
+
+
+def _grouped_conv_reference(x, kernel, stride, padding, lhs_dilation=1):
+  """The definition of FIR resampling: one kernel per channel (a grouped convolution)."""
+  c = x.shape[-1]
+  w = jnp.tile(jnp.asarray(kernel, x.dtype)[:, :, None, None], (1, 1, 1, c))
+  return jax.lax.conv_general_dilated(
+      x, w, (stride, stride), ((padding, padding),) * 2, lhs_dilation=(lhs_dilation,) * 2,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+
+
+@pytest.mark.parametrize("resample_filter", [(1, 1), (1, 3, 3, 1), (1, 2, 1)])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_fir_resampling_equals_grouped_convolution(resample_filter, padding):
+  # The separable strided-slice implementation computes exactly the depthwise
+  # convolution (down) and transposed convolution with 4 f (up) of NVlabs' Conv2d.
+  f = layers.resample_kernel(resample_filter)
+  k = f.shape[0]
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 6, 3)), jnp.float32)
+  down = layers.fir_downsample(x, f, padding)
+  up = layers.fir_upsample(x, f, padding)
+  chex.assert_trees_all_close(down, _grouped_conv_reference(x, f, 2, padding), atol=1e-6)
+  chex.assert_trees_all_close(
+      up, _grouped_conv_reference(x, 4 * f[::-1, ::-1], 1, k - 1 - padding, 2), atol=1e-6)
