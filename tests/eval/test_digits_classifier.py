@@ -11,11 +11,14 @@ from edmjax.eval import digits_classifier as dc
 
 
 @pytest.fixture(scope="module")
-def classifier(request):
-  """The default classifier, cached under .pytest_cache unless EDMJAX_CACHE is set."""
+def classifier(request, tmp_path_factory):
+  """The default classifier, cached under .pytest_cache (or a temporary folder when
+  pytest's cache plugin is off) unless EDMJAX_CACHE is set."""
   mp = pytest.MonkeyPatch()
   if not os.environ.get("EDMJAX_CACHE"):
-    mp.setenv("EDMJAX_CACHE", str(request.config.cache.mkdir("edmjax")))
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("edmjax") if cache is not None else tmp_path_factory.mktemp("edmjax")
+    mp.setenv("EDMJAX_CACHE", str(root))
   yield dc.load_digits_classifier()
   mp.undo()
 

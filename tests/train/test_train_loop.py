@@ -69,7 +69,7 @@ _KILL_SCRIPT = textwrap.dedent("""
 def test_sigkill_while_saving_then_resume(tmp_path):
   """A run killed with SIGKILL (checkpointing every step) resumes from its newest
   complete checkpoint: the restore succeeds, values are finite, the run finishes."""
-  cfg = tiny_config(total_steps=40, checkpoint_every=1, log_every=1, keep_checkpoints=3)
+  cfg = tiny_config(total_steps=20, checkpoint_every=1, log_every=1, keep_checkpoints=3)
   workdir = str(tmp_path / "run")
   cfg_path = tmp_path / "cfg.json"
   cfg_path.write_text(C.to_json(cfg))
