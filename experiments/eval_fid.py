@@ -1,0 +1,256 @@
+"""FID / FD of a checkpoint or an image folder, and reference statistics to compare with.
+
+Two commands:
+
+  ref   writes reference statistics (.npz: mu, sigma, count, metadata) of real images:
+        an edmjax data set by name (--dataset digits, lfw_subset, folder:..., tfds:...)
+        or a folder of PNG/JPEG images (--images DIR --resolution R)
+  fd    Fréchet distance of generated images against reference statistics (--ref); the
+        images come from a training work directory (--checkpoint WORKDIR: N samples with
+        any sampler, e.g. --sampler edm --num-steps 18) or from a folder (--images DIR)
+
+Features: --features inception (the standard FID Inception-v3; needs the weights
+file pt_inception-2015-12-05-6726825d.pth, given by --inception PATH or
+$EDMJAX_INCEPTION_WEIGHTS) or --features digits (the embedded digits classifier,
+offline: FD_digits). With digits features and no --ref, the reference is the
+classifier's own training digits (FD_digits as edmjax.eval.digits_metrics reports it).
+
+Samples use per-seed latents and keys (seed s gives the same image in any batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+EXAMPLES = """
+Examples:
+  # offline: FD_digits of 1,000 Heun samples (35 NFE) of an EDM digits run
+  python experiments/eval_fid.py fd --checkpoint out/digits_edm --features digits \\
+      --num-images 1000
+  # a DDPM run with DDIM at 100 steps, and through the VP bridge with EDM's Heun
+  python experiments/eval_fid.py fd --checkpoint out/digits_ddpm --sampler ddim --num-steps 100
+  python experiments/eval_fid.py fd --checkpoint out/digits_ddpm --sampler edm --num-steps 18
+  # FID: reference statistics of an image folder, then FID of a run against them
+  python experiments/eval_fid.py ref --images data/cifar10_train --resolution 32 \\
+      --features inception --inception ~/weights/pt_inception-2015-12-05-6726825d.pth \\
+      --out refs/cifar10.npz
+  python experiments/eval_fid.py fd --checkpoint out/cifar10_ddpmpp --ref refs/cifar10.npz \\
+      --features inception --num-images 50000
+  # what would run
+  python experiments/eval_fid.py fd --checkpoint out/digits_edm --dry-run
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter,
+                 argparse.ArgumentDefaultsHelpFormatter):
+  pass
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  sub = p.add_subparsers(dest="command", required=True, metavar="{ref,fd}")
+
+  def common(q):
+    q.add_argument("--features", default="digits", choices=("inception", "digits"),
+                   help="feature network")
+    q.add_argument("--inception", default=None, metavar="PATH",
+                   help="FID Inception weights (None: $EDMJAX_INCEPTION_WEIGHTS)")
+    q.add_argument("--images", default=None, metavar="DIR", help="a folder of images")
+    q.add_argument("--resolution", type=int, default=None, metavar="R",
+                   help="resize folder images to R x R (required with --images)")
+    q.add_argument("--channels", type=int, default=None, metavar="C",
+                   help="1 or 3 (None: the source's own; folders: 3)")
+    q.add_argument("--batch", type=int, default=256, metavar="B", help="batch size")
+    q.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+
+  r = sub.add_parser("ref", help="write reference statistics", formatter_class=_Formatter)
+  common(r)
+  r.add_argument("--dataset", default=None, metavar="NAME",
+                 help="an edmjax data set: digits, lfw_subset, folder:PATH, tfds:NAME")
+  r.add_argument("--max-images", type=int, default=None, metavar="N",
+                 help="use at most the first N images")
+  r.add_argument("--out", required=True, metavar="FILE.npz", help="output statistics")
+
+  f = sub.add_parser("fd", help="Fréchet distance against reference statistics",
+                     formatter_class=_Formatter)
+  common(f)
+  f.add_argument("--ref", default=None, metavar="FILE.npz",
+                 help="reference statistics (digits features: default the classifier's "
+                      "training digits)")
+  f.add_argument("--checkpoint", default=None, metavar="WORKDIR",
+                 help="training work directory to sample from")
+  f.add_argument("--step", type=int, default=None, metavar="N", help="checkpoint step")
+  f.add_argument("--sampler", default=None, metavar="NAME",
+                 help="edm, euler, dpmpp_2m, ddpm, ddim (None: edm; ddim for DDPM runs)")
+  f.add_argument("--num-steps", type=int, default=18, metavar="N", help="sampler steps")
+  f.add_argument("--num-images", type=int, default=1000, metavar="N")
+  f.add_argument("--seed", type=int, default=0, metavar="S", help="first seed")
+  f.add_argument("--save-images", default=None, metavar="FILE.npz",
+                 help="also save the generated images")
+  f.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
+  return p.parse_args(argv)
+
+
+def _batches(images, batch):
+  for i in range(0, len(images), batch):
+    yield images[i:i + batch]
+
+
+def _folder_images(args):
+  from edmjax.data import sources  # pylint: disable=g-import-not-at-top
+  if args.resolution is None:
+    raise SystemExit("error: --images needs --resolution R (images are centre-cropped and "
+                     "resized to R x R).")
+  ds = sources.load_image_folder(args.images, args.resolution, channels=args.channels or 3)
+  return ds.images
+
+
+def _network(args):
+  from edmjax.eval import features  # pylint: disable=g-import-not-at-top
+  try:
+    return features.feature_network(args.features, inception_path=args.inception)
+  except FileNotFoundError as e:
+    raise SystemExit(f"error: {e}") from None
+
+
+def _stats(net, images, batch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from edmjax.eval import features  # pylint: disable=g-import-not-at-top
+  apply = jax.jit(net.apply)
+  return features.accumulate_feature_stats(lambda x: apply(net.variables, x),
+                                           _batches(images, batch), net.dim)
+
+
+def cmd_ref(args):
+  if (args.dataset is None) == (args.images is None):
+    print("error: give exactly one of --dataset NAME or --images DIR.", file=sys.stderr)
+    return 2
+  source = args.dataset or f"folder {args.images}"
+  print(f"reference statistics of {source} with {args.features} features -> {args.out}")
+  if args.dry_run:
+    return 0
+  from edmjax.data import sources  # pylint: disable=g-import-not-at-top
+  from edmjax.eval import frechet  # pylint: disable=g-import-not-at-top
+  net = _network(args)
+  if args.images:
+    images = _folder_images(args)
+  else:
+    ds = sources.load_dataset(args.dataset, resolution=args.resolution,
+                              channels=args.channels)
+    images = getattr(ds, "images", None)
+    if images is None:
+      import numpy as np  # pylint: disable=g-import-not-at-top
+      n = len(ds) if args.max_images is None else min(len(ds), args.max_images)
+      images = ds.get(np.arange(n))[0]
+  if args.max_images:
+    images = images[:args.max_images]
+  stats = _stats(net, images, args.batch)
+  mu, sigma = frechet.feature_mean_cov(stats)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  frechet.save_reference_stats(args.out, mu, sigma, count=int(stats.count),
+                               metadata={**net.metadata, "source": source,
+                                         "resolution": args.resolution})
+  print(f"wrote {args.out}: {int(stats.count)} images, {net.dim}-d features")
+  return 0
+
+
+def _generate(args):
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from edmjax.eval import sampling  # pylint: disable=g-import-not-at-top
+  from edmjax.train import loop, models  # pylint: disable=g-import-not-at-top
+  cfg, built, state = loop.load_state(args.checkpoint, step=args.step)
+  is_ddpm = cfg.loss.objective == "ddpm"
+  spec = sampling.SamplerSpec(args.sampler or ("ddim" if is_ddpm else "edm"),
+                              num_steps=args.num_steps)
+  betas = models.ddpm_betas(cfg.loss) if is_ddpm else None
+  variables = {"params": state.ema_params, **state.buffers}
+  model = built.model
+  image_shape = loop._geometry(cfg)[0]  # pylint: disable=protected-access
+
+  def sample(v, seeds):
+    latents, keys = models.seed_latents_and_keys(seeds, image_shape)
+    if is_ddpm:
+      return sampling.sample_images(spec, latents, keys, eps_fn=models.make_eps_fn(model, v),
+                                    betas=betas)
+    return sampling.sample_images(spec, latents, keys,
+                                  denoise=models.make_model_denoiser(model, v, cfg.loss))
+
+  sample = jax.jit(sample)
+  out = []
+  for s in range(args.seed, args.seed + args.num_images, args.batch):
+    seeds = np.arange(s, min(s + args.batch, args.seed + args.num_images), dtype=np.uint32)
+    out.append(np.asarray(sample(variables, seeds)))
+  nfe = spec.nfe(len(betas) if is_ddpm else 1000)
+  return np.concatenate(out), f"{args.checkpoint} step {int(state.step)}, {spec.label} " \
+      f"({nfe} NFE)"
+
+
+def cmd_fd(args):
+  if (args.checkpoint is None) == (args.images is None):
+    print("error: give exactly one of --checkpoint WORKDIR or --images DIR.", file=sys.stderr)
+    return 2
+  if args.ref is None and args.features != "digits":
+    print("error: --ref FILE.npz is required with inception features (make one with the "
+          "'ref' command).", file=sys.stderr)
+    return 2
+  what = (f"{args.num_images} samples of {args.checkpoint} ({args.sampler or 'default'} "
+          f"sampler, {args.num_steps} steps)" if args.checkpoint else f"folder {args.images}")
+  ref_name = args.ref or "the digits classifier's training digits"
+  print(f"FD with {args.features} features: {what} vs {ref_name}")
+  if args.dry_run:
+    return 0
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from edmjax.eval import frechet  # pylint: disable=g-import-not-at-top
+  net = _network(args)
+  t0 = time.time()
+  if args.checkpoint:
+    images, what = _generate(args)
+    if args.save_images:
+      np.savez(args.save_images, images=images)
+  else:
+    images = _folder_images(args)
+  t_gen = time.time() - t0
+  if not np.all(np.isfinite(images)):
+    print(f"error: {int(np.sum(~np.isfinite(images)))} generated pixel values are not "
+          "finite; the model or sampler diverged (see experiments/diagnose.py).",
+          file=sys.stderr)
+    return 1
+  images = np.clip(images, -1.0, 1.0)
+  if args.ref:
+    ref = frechet.load_reference_stats(args.ref)
+    meta_net = ref.metadata.get("network")
+    if meta_net and meta_net != net.metadata["network"]:
+      print(f"error: {args.ref} holds {meta_net} statistics, but --features "
+            f"{args.features} was asked for.", file=sys.stderr)
+      return 2
+  else:
+    from edmjax.eval import load_digits_classifier  # pylint: disable=g-import-not-at-top
+    ref = load_digits_classifier().reference
+  stats = _stats(net, images, args.batch)
+  mu, sigma = frechet.feature_mean_cov(stats)
+  fd = frechet.frechet_distance(mu, sigma, ref.mu, ref.sigma)
+  name = "FID" if args.features == "inception" else "FD_digits"
+  result = {"metric": name, "value": fd, "num_images": int(stats.count), "images": what,
+            "reference": ref_name, "reference_count": int(ref.count),
+            "seconds_generating": t_gen, "seconds_total": time.time() - t0}
+  print(f"{name} = {fd:.4f}  ({int(stats.count)} images: {what})")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+  return 0
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  return cmd_ref(args) if args.command == "ref" else cmd_fd(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
