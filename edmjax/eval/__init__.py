@@ -1,4 +1,4 @@
-"""edmjax.eval: Fréchet distance, KID, PSNR/SSIM, FID Inception, digits classifier.
+"""edmjax.eval: Fréchet distance, KID, PSNR/SSIM, FID Inception, digits classifier, diagnostics.
 
 Host-side statistics (float64 NumPy) live in `frechet`; JAX image metrics in
 `image_metrics`; feature networks in `inception` (FID Inception-v3, user-supplied
@@ -35,3 +35,18 @@ from edmjax.eval.inception import preprocess_inception
 from edmjax.eval.inception import resize_bilinear_tf1
 from edmjax.eval.inception import to_uint8
 from edmjax.eval.torch_state import load_torch_state_dict
+from edmjax.eval.diagnostics import ddpm_timestep_grid
+from edmjax.eval.diagnostics import eps_stats_per_timestep
+from edmjax.eval.diagnostics import EpsStats
+from edmjax.eval.diagnostics import log_sigma_grid
+from edmjax.eval.diagnostics import memorisation_report
+from edmjax.eval.diagnostics import memorisation_summary
+from edmjax.eval.diagnostics import MemorisationReport
+from edmjax.eval.diagnostics import pixel_histograms
+from edmjax.eval.diagnostics import PixelHistograms
+from edmjax.eval.diagnostics import sigma_loss_profile
+from edmjax.eval.diagnostics import SigmaLossProfile
+from edmjax.eval.features import feature_network
+from edmjax.eval.features import frechet_distance_to
+from edmjax.eval.sampling import sample_images
+from edmjax.eval.sampling import SamplerSpec
