@@ -224,13 +224,17 @@ def digits_features(params: Any, images: jax.Array,
 
 
 def _batched_apply(params, config, images, batch_size=512):
-  fn = jax.jit(lambda p, x: digits_features(p, x, config))
+  # One compiled program per (config, batch shape), shared by every call: the config is
+  # a frozen dataclass and therefore a valid static argument.
   feats, logits = [], []
   for i in range(0, images.shape[0], batch_size):
-    f, l = fn(params, images[i:i + batch_size])
+    f, l = _jit_digits_features(params, images[i:i + batch_size], config)
     feats.append(np.asarray(f, np.float64))
     logits.append(np.asarray(l, np.float64))
   return np.concatenate(feats), np.concatenate(logits)
+
+
+_jit_digits_features = jax.jit(lambda p, x, c: digits_features(p, x, c), static_argnums=2)
 
 
 def load_digits_classifier(config: DigitsClassifierConfig = DigitsClassifierConfig(),
