@@ -11,9 +11,10 @@ from edmjax.nn.layers import (
     BUFFERS, Conv2d, FourierEmbedding, GroupNorm, Init, Linear, PositionalEmbedding,
     UNetBlock, fir_downsample, fir_upsample, resample_kernel, weight_init)
 from edmjax.nn.song_unet import SongUNet
+from edmjax.nn.sr3_unet import SR3UNet, aug_labels
 
 __all__ = [
     "BUFFERS", "Conv2d", "DhariwalUNet", "FourierEmbedding", "GroupNorm", "Init", "Linear",
     "PositionalEmbedding", "SongUNet", "UNetBlock", "fir_downsample", "fir_upsample",
-    "resample_kernel", "weight_init",
+    "resample_kernel", "weight_init", "SR3UNet", "aug_labels",
 ]

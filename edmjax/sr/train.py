@@ -1,0 +1,450 @@
+"""Training SR3 with the EDM loss: the SR step and loop, on `edmjax.train`'s machinery.
+
+`edmjax.train.make_train_step` takes (images, labels) batches and has no place for a
+per-image condition, so super-resolution has its own small step, built from the
+same parts: `edmjax.losses.edm_loss` on the conditional denoiser of
+`edmjax.sr.model.make_sr_denoiser` (itself `edmjax.precond.make_denoiser`), Adam,
+learning-rate ramp-up and EMA from `edmjax.train.optim`, the `TrainState` pytree,
+the non-finite guard of `edmjax.train.step`, orbax through `edmjax.train.checkpoint`,
+metrics and grids through `edmjax.train.monitor` and batches through
+`edmjax.data.pipeline` (so a resumed run sees the same batches).
+
+One SR step, for HR patches y (the degradation runs inside the jitted step):
+
+1. x_LR = A(y) + σ_n ε (`edmjax.sr.degrade.degrade`), u = up_s(x_LR), optionally
+   u ← u + σ_aug ε' with σ_aug ~ U(0, aug_sigma_max) for a fraction aug_prob;
+2. σ ~ exp(N(P_mean, P_std²)), loss = Σ_pixels λ(σ)‖D(y + σn; σ | u) − y‖²
+   averaged over the batch (NVlabs' reduction), with D residual or not;
+3. Adam with lr(nimg), then the EMA; skipped (state kept) when not finite.
+
+Nothing is jitted in the step builder; `train_sr` jits it once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from edmjax import _checks
+from edmjax import losses
+from edmjax.data import pipeline
+from edmjax.data import stats
+from edmjax.sr import degrade
+from edmjax.sr import model as model_lib
+from edmjax.sr import patches
+from edmjax.train import checkpoint
+from edmjax.train import config as config_lib
+from edmjax.train import monitor
+from edmjax.train import optim
+from edmjax.train.config import LossConfig, NetConfig, OptimConfig
+from edmjax.train.state import TrainState
+from edmjax.train.step import all_finite
+
+__all__ = ["SRDataConfig", "SRTrainConfig", "load_sr_data", "estimate_sr_sigma_data",
+           "init_sr_state", "make_sr_train_step", "train_sr", "load_sr", "read_sr_config",
+           "sr_config_from_json"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SRDataConfig:
+  """HR training data.
+
+  Attributes:
+    name: 'photos' (patches of scikit-image's photographs, `edmjax.sr.patches`, one
+      held out) or any `edmjax.data.load_dataset` name ('lfw_subset', 'digits',
+      'folder:<path>', ...), whose images are the HR targets.
+    patch: HR patch side for 'photos' (the net's training size).
+    holdout: the held-out photograph ('photos'), or the number of held-out
+      examples (other sources, last ones; given as a string of an int).
+    resolution, channels: for `load_dataset` sources.
+    seed: the crops' / shuffling seed.
+    min_std: 'photos' only: reject crops flatter than this pixel std
+      (`patches.PatchSource`); 0 keeps every crop.
+  """
+  name: str = "photos"
+  patch: int = 32
+  holdout: str = "chelsea"
+  resolution: int | None = None
+  channels: int | None = None
+  seed: int = 0
+  min_std: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SRTrainConfig:
+  """A whole SR training run (frozen; `--set a.b=v` overrides as for `TrainConfig`).
+
+  Attributes:
+    net: the SongUNet of the SR3 net (`arch` 'ddpmpp' or 'ncsnpp').
+    sr: degradation, residual learning, upsampling, noise augmentation.
+    data: the HR images.
+    loss: EDM's P_mean, P_std and σ_data (None: estimated from the training
+      targets — the residuals when `sr.residual`).
+    optim: Adam, ramp-up and EMA (`edmjax.train.optim`).
+    batch_size, total_steps, seed: as `TrainConfig`.
+    max_minutes: stop (with a checkpoint) after this much wall time; 0 means no limit.
+    log_every, checkpoint_every, sample_every, keep_checkpoints: as `TrainConfig`
+      (`sample_every` writes a PNG strip LR | bicubic | headstart | HR).
+    strip_sigma_start, strip_steps: the headstart of the strips.
+  """
+  net: NetConfig = NetConfig(model_channels=16, channel_mult=(1, 2, 2), num_blocks=1,
+                             attn_resolutions=(), dropout=0.0)
+  sr: model_lib.SRConfig = model_lib.SRConfig()
+  data: SRDataConfig = SRDataConfig()
+  loss: LossConfig = LossConfig(P_mean=-2.0, P_std=1.5, sigma_data=None)
+  optim: OptimConfig = OptimConfig(lr=2e-3, lr_rampup_kimg=2.0, ema_halflife_kimg=5.0,
+                                   ema_rampup_ratio=0.05)
+  batch_size: int = 16
+  total_steps: int = 4000
+  seed: int = 0
+  max_minutes: float = 0.0
+  log_every: int = 50
+  checkpoint_every: int = 500
+  sample_every: int = 500
+  keep_checkpoints: int = 2
+  strip_sigma_start: float = 0.5
+  strip_steps: int = 1
+
+  def __post_init__(self):
+    _checks.check_int_at_least("batch_size", self.batch_size, 1)
+    _checks.check_int_at_least("total_steps", self.total_steps, 0)
+    _checks.check_nonnegative("max_minutes", self.max_minutes)
+    if self.loss.objective != "edm":
+      raise ValueError(f"loss.objective={self.loss.objective!r}: SR training uses the "
+                       "EDM loss; set loss.objective=edm.")
+
+
+def sr_config_from_json(text: str) -> SRTrainConfig:
+  return config_lib.from_json(text, SRTrainConfig)
+
+
+def read_sr_config(workdir: str) -> SRTrainConfig:
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    return sr_config_from_json(f.read())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_sr_data(cfg: SRTrainConfig):
+  """(training source of HR images, held-out HR images (n, H, W, C)), NHWC in [-1, 1].
+
+  For 'photos' the held-out image is the whole photograph, centre-cropped to a
+  multiple of the scale times 2**(len(channel_mult) − 1).
+  """
+  dc = cfg.data
+  multiple = cfg.sr.scale * 2 ** (len(cfg.net.channel_mult) - 1)
+  if dc.name == "photos":
+    if dc.patch % multiple:
+      raise ValueError(f"data.patch={dc.patch} must be a multiple of scale × "
+                       f"2**(levels − 1) = {multiple}.")
+    src, held = patches.photo_patches(dc.patch, holdout=dc.holdout, seed=dc.seed,
+                                      min_std=dc.min_std)
+    return src, patches.crop_to_multiple(held, multiple)
+  from edmjax.data import sources  # pylint: disable=g-import-not-at-top
+  ds = sources.load_dataset(dc.name, resolution=dc.resolution, channels=dc.channels)
+  n_hold = int(dc.holdout) if str(dc.holdout).isdigit() else 0
+  if ds.images.shape[1] % multiple or ds.images.shape[2] % multiple:
+    raise ValueError(f"images of {dc.name!r} are {ds.images.shape[1]}x{ds.images.shape[2]}; "
+                     f"set data.resolution to a multiple of {multiple}.")
+  if n_hold >= len(ds):
+    raise ValueError(f"data.holdout={n_hold} leaves no training images ({len(ds)}).")
+  n = len(ds) - n_hold
+  train = sources.Dataset(images=ds.images[:n], labels=ds.labels[:n],
+                          num_classes=ds.num_classes, name=ds.name)
+  return train, ds.images[n:]
+
+
+def _targets(hr, cfg: SRTrainConfig):
+  """The training targets whose std is σ_data: residuals y − up(A(y)), or y."""
+  if not cfg.sr.residual:
+    return hr
+  lr = degrade.degrade_clean(jnp.asarray(hr), cfg.sr.degrade)
+  u, _ = model_lib.condition(lr, cfg.sr)
+  return np.asarray(hr - u)
+
+
+def estimate_sr_sigma_data(source, cfg: SRTrainConfig, num: int = 1024) -> float:
+  """σ_data of the training targets (residuals when `sr.residual`), from `num` examples."""
+  idx = np.linspace(0, len(source) - 1, min(num, len(source))).astype(np.int64)
+  hr = source.get(idx)[0]
+  return stats.estimate_sigma_data(_targets(hr, cfg))
+
+
+# ----------------------------------------------------------------------------- step
+
+
+def init_sr_state(model, optimizer, key, image_shape, *, noise_aug: bool) -> TrainState:
+  """A fresh `TrainState` of an SR3 net (params = EMA, zero counters).
+
+  The same layout as `edmjax.train.init_state`, initialised with a dummy condition.
+  """
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+  k_init, k_train = jax.random.split(key)
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  sa = jnp.zeros((1,), jnp.float32) if noise_aug else None
+  k_params, k_drop = jax.random.split(k_init)
+  variables = model.init({"params": k_params, "dropout": k_drop}, x, jnp.zeros((1,)), x,
+                         None, sa, train=False)
+  params = variables["params"]
+  buffers = {k: v for k, v in variables.items() if k != "params"}
+  zero = jnp.zeros((), jnp.int32)
+  return TrainState(step=zero, params=params, ema_params=jax.tree.map(jnp.copy, params),
+                    opt_state=optimizer.init(params), key=jax.random.key_data(k_train),
+                    position=zero, skipped_total=zero, skipped_consecutive=zero,
+                    buffers=buffers)
+
+
+def make_sr_train_step(model, cfg: SRTrainConfig, optimizer=None):
+  """Builds `train_step(state, hr) -> (state, metrics)` (pure, not jitted).
+
+  Args:
+    model: the `SR3UNet` (`edmjax.sr.model.build_sr_net`).
+    cfg: the run's config; `cfg.loss.sigma_data` must be a number.
+    optimizer: defaults to `optim.make_optimizer(cfg.optim)`.
+
+  Returns:
+    `train_step(state, hr)` for HR images (B, H, W, C), NHWC float32 in [-1, 1].
+    Metrics: `loss` (mean per element), `grad_norm`, `lr`, `ema_beta`, `finite`,
+    `skipped_total`.
+  """
+  if cfg.loss.sigma_data is None:
+    raise ValueError("loss.sigma_data is None; estimate it first "
+                     "(estimate_sr_sigma_data) or set a number.")
+  optimizer = optimizer or optim.make_optimizer(cfg.optim)
+  src = cfg.sr
+  lc = cfg.loss
+
+  def train_step(state: TrainState, hr):
+    batch = hr.shape[0]
+    hr = hr.astype(jnp.float32)
+    key = jax.random.wrap_key_data(state.key)
+    next_key, k_deg, k_aug, k_augp, k_loss, k_drop = jax.random.split(key, 6)
+    lr_img = degrade.degrade(k_deg, hr, src.degrade)
+    sigma_aug = None
+    if src.noise_aug:
+      level = jax.random.uniform(k_aug, (batch,), jnp.float32, 0.0, src.aug_sigma_max)
+      on = jax.random.uniform(k_augp, (batch,)) < src.aug_prob
+      sigma_aug = jnp.where(on, level, 0.0)
+    u, sa = model_lib.condition(lr_img, src, key=jax.random.fold_in(k_aug, 1),
+                                sigma_aug=sigma_aug)
+
+    def loss_fn(params):
+      apply = model_lib.make_net_apply(model, {"params": params, **state.buffers},
+                                       noise_aug=src.noise_aug, train=True,
+                                       dropout_key=k_drop)
+      denoise = model_lib.make_sr_denoiser(apply, u, residual=src.residual,
+                                           sigma_data=lc.sigma_data, sigma_aug=sa)
+      per = losses.edm_loss(denoise, hr, k_loss, P_mean=lc.P_mean, P_std=lc.P_std,
+                            sigma_data=lc.sigma_data)
+      return jnp.sum(per) / batch
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    finite = jnp.isfinite(loss) & all_finite(grads)
+    nimg = state.position
+    lr = optim.learning_rate(cfg.optim, nimg)
+    updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+    new_params = jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * g, state.params, updates)
+    beta = optim.ema_beta(cfg.optim, nimg, batch)
+    new_ema = optim.ema_update(state.ema_params, new_params, beta)
+
+    def keep(new, old):
+      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+    skipped = (~finite).astype(jnp.int32)
+    new_state = TrainState(
+        step=state.step + 1, params=keep(new_params, state.params),
+        ema_params=keep(new_ema, state.ema_params), opt_state=keep(new_opt, state.opt_state),
+        key=jax.random.key_data(next_key), position=state.position + batch,
+        skipped_total=state.skipped_total + skipped,
+        skipped_consecutive=jnp.where(finite, 0, state.skipped_consecutive + 1),
+        buffers=state.buffers)
+    pixels = int(np.prod(hr.shape[1:]))
+    metrics = dict(loss=loss / pixels, grad_norm=optax.global_norm(grads), lr=lr,
+                   ema_beta=beta, finite=finite, skipped_total=new_state.skipped_total)
+    return new_state, metrics
+
+  return train_step
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def _strip_fn(model, cfg: SRTrainConfig):
+  """jit(params, hr, key) -> NHWC strip rows LR | bicubic | headstart | HR."""
+  from edmjax.sr import headstart  # pylint: disable=g-import-not-at-top
+
+  def strip(params, buffers, hr, key):
+    lr_img = degrade.degrade_clean(hr, cfg.sr.degrade)
+    u, sa = model_lib.condition(lr_img, cfg.sr)
+    apply = model_lib.make_net_apply(model, {"params": params, **buffers},
+                                     noise_aug=cfg.sr.noise_aug)
+    den = model_lib.make_sr_denoiser(apply, u, residual=cfg.sr.residual,
+                                     sigma_data=cfg.loss.sigma_data, sigma_aug=sa)
+    sr = headstart.headstart(den, u, key, sigma_start=cfg.strip_sigma_start,
+                             num_steps=cfg.strip_steps)
+    near = degrade.nearest_upsample(lr_img, cfg.sr.scale)
+    return jnp.stack([near, u, sr, hr], axis=1)  # (B, 4, H, W, C)
+
+  return jax.jit(strip)
+
+
+def _say(log):
+  return log if log is not None else (lambda *a, **k: None)
+
+
+def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=print,
+             source=None):
+  """Trains (or resumes) an SR3 run in `workdir`.
+
+  Writes `config.json` (σ_data resolved), `checkpoints/<step>` (orbax, via
+  `edmjax.train.checkpoint`), `metrics.jsonl`, `loss.png` and
+  `strips/step_<step>.png` (rows: LR (nearest) | bicubic | headstart | HR, on fixed
+  held-out crops). Calling it again resumes from the newest checkpoint and sees
+  the same batches.
+
+  Returns:
+    (final TrainState, resolved config).
+  """
+  say = _say(log)
+  os.makedirs(workdir, exist_ok=True)
+  if source is None:
+    source, held = load_sr_data(cfg)
+  else:
+    held = None
+  cfg_path = os.path.join(workdir, "config.json")
+  if cfg.loss.sigma_data is None:
+    if os.path.exists(cfg_path):
+      sd = read_sr_config(workdir).loss.sigma_data
+    else:
+      sd = round(estimate_sr_sigma_data(source, cfg), 4)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, sigma_data=sd))
+  with open(cfg_path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(config_lib.to_json(cfg))
+  os.replace(cfg_path + ".tmp", cfg_path)
+
+  first = source.get(np.arange(1))[0]
+  image_shape = tuple(first.shape[1:])
+  model = model_lib.build_sr_net(cfg.net, patch=image_shape[0], channels=image_shape[2],
+                                 noise_aug=cfg.sr.noise_aug)
+  optimizer = optim.make_optimizer(cfg.optim)
+  state = jax.jit(lambda k: init_sr_state(model, optimizer, k, image_shape,
+                                          noise_aug=cfg.sr.noise_aug))(
+      jax.random.key_data(jax.random.key(cfg.seed)))
+  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
+  restored, at = checkpoint.restore_latest(mgr, state)
+  if restored is not None:
+    state = restored
+    say(f"resumed from {workdir}/checkpoints/{at}")
+  else:
+    n_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
+    say(f"new SR run in {workdir}: {n_params:,} parameters, patches {image_shape}, "
+        f"{cfg.sr.scale}x, sigma_data {cfg.loss.sigma_data}")
+  step_fn = jax.jit(make_sr_train_step(model, cfg, optimizer), donate_argnums=0)
+  strip = _strip_fn(model, cfg)
+  strip_hr = None
+  if held is not None and cfg.sample_every >= 0:
+    ph = image_shape[0]
+    h, w = held.shape[1], held.shape[2]
+    tops = [(h - ph) // 2, (h - ph) // 4]
+    lefts = [(w - ph) // 2, (w - ph) // 4]
+    strip_hr = np.concatenate([held[:1, t:t + ph, l:l + ph] for t in tops for l in lefts])
+
+  batches = pipeline.BatchIterator(source, batch_size=cfg.batch_size, seed=cfg.data.seed,
+                                   position=int(state.position))
+  writer = monitor.MetricsWriter(os.path.join(workdir, "metrics.jsonl"))
+  bar = None
+  step = int(state.step)
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=cfg.total_steps, initial=step, unit="step", dynamic_ncols=True,
+               file=sys.stderr, mininterval=1.0)
+  t_start = time.time()
+  sums, n_sum, t_log = 0.0, 0, time.time()
+  try:
+    while step < cfg.total_steps:
+      batch = next(batches)
+      state, metrics = step_fn(state, jnp.asarray(batch.images))
+      step += 1
+      out_of_time = cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes
+      last = step == cfg.total_steps or out_of_time
+      if bar is not None:
+        bar.update(1)
+      if step % max(cfg.log_every, 1) == 0 or last:
+        host = jax.device_get(metrics)
+        if int(host["skipped_total"]) and not bool(host["finite"]):
+          say(f"step {step}: non-finite loss, update skipped "
+              f"({int(host['skipped_total'])} so far)")
+        now = time.time()
+        rec = {k: float(v) for k, v in host.items()}
+        rec.update(step=step, kimg=batches.position / 1000, time=now,
+                   elapsed_s=now - t_start,
+                   steps_per_sec=(step - n_sum) / max(now - t_log, 1e-9) if n_sum else None)
+        n_sum, t_log = step, now
+        writer.write(rec)
+        if bar is not None:
+          bar.set_postfix(loss=f"{rec['loss']:.4f}")
+      if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
+        checkpoint.save(mgr, step, state)
+      if strip_hr is not None and ((cfg.sample_every and step % cfg.sample_every == 0)
+                                   or last):
+        rows = np.asarray(strip(state.ema_params, state.buffers, jnp.asarray(strip_hr),
+                                jax.random.key(0)))
+        n, k = rows.shape[:2]
+        monitor.save_grid(os.path.join(workdir, "strips", f"step_{step:07d}.png"),
+                          np.clip(rows.reshape((n * k,) + rows.shape[2:]), -1, 1), cols=k)
+      if out_of_time:
+        say(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached")
+        break
+  finally:
+    checkpoint.close(mgr)
+    writer.close()
+    if bar is not None:
+      bar.close()
+  monitor.plot_losses([dict(r, kimg=r["kimg"]) for r in monitor.read_metrics(
+      os.path.join(workdir, "metrics.jsonl"))], os.path.join(workdir, "loss.png"))
+  with open(os.path.join(workdir, "train_time.json"), "w", encoding="utf-8") as f:
+    json.dump({"steps": step, "seconds_this_call": time.time() - t_start}, f)
+  return state, cfg
+
+
+def load_sr(workdir: str, *, step: int | None = None):
+  """(config, model, TrainState) of a run's newest (or given) checkpoint."""
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    raise FileNotFoundError(f"{workdir!r} has no config.json; is it an SR work directory "
+                            "(experiments/train_sr3.py --workdir)?")
+  cfg = read_sr_config(workdir)
+  patch = cfg.data.patch if cfg.data.name == "photos" else cfg.data.resolution
+  if cfg.data.name == "photos":
+    channels = 3
+  else:
+    src, _ = load_sr_data(cfg)
+    first = src.get(np.arange(1))[0]
+    patch, channels = first.shape[1], first.shape[3]
+  model = model_lib.build_sr_net(cfg.net, patch=patch, channels=channels,
+                                 noise_aug=cfg.sr.noise_aug)
+  optimizer = optim.make_optimizer(cfg.optim)
+  target = jax.jit(lambda k: init_sr_state(model, optimizer, k, (patch, patch, channels),
+                                           noise_aug=cfg.sr.noise_aug))(
+      jax.random.key_data(jax.random.key(cfg.seed)))
+  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
+  try:
+    if step is None:
+      state, step = checkpoint.restore_latest(mgr, target)
+    else:
+      state = checkpoint.restore(mgr, step, target)
+  finally:
+    checkpoint.close(mgr)
+  if state is None:
+    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
+  return cfg, model, state
