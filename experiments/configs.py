@@ -38,7 +38,7 @@ def digits_edm() -> TrainConfig:
       optim=OptimConfig(lr=2e-3, lr_rampup_kimg=2.0, ema_halflife_kimg=4.0,
                         ema_rampup_ratio=0.05),
       sample=SampleConfig(sampler="edm", num_images=100, num_steps=18, sigma_max=80.0),
-      batch_size=64, total_steps=1200, log_every=50, checkpoint_every=400,
+      batch_size=64, total_steps=1000, log_every=50, checkpoint_every=500,
       keep_checkpoints=2)
 
 
