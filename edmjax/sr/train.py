@@ -46,7 +46,7 @@ from edmjax.train import monitor
 from edmjax.train import optim
 from edmjax.train.config import LossConfig, NetConfig, OptimConfig
 from edmjax.train.state import TrainState
-from edmjax.train.step import all_finite
+from edmjax.train.step import apply_gradients
 
 __all__ = ["SRDataConfig", "SRTrainConfig", "load_sr_data", "estimate_sr_sigma_data",
            "init_sr_state", "make_sr_train_step", "train_sr", "load_sr", "read_sr_config",
@@ -250,25 +250,8 @@ def make_sr_train_step(model, cfg: SRTrainConfig, optimizer=None):
       return jnp.sum(per) / batch
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    finite = jnp.isfinite(loss) & all_finite(grads)
-    nimg = state.position
-    lr = optim.learning_rate(cfg.optim, nimg)
-    updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
-    new_params = jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * g, state.params, updates)
-    beta = optim.ema_beta(cfg.optim, nimg, batch)
-    new_ema = optim.ema_update(state.ema_params, new_params, beta)
-
-    def keep(new, old):
-      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-
-    skipped = (~finite).astype(jnp.int32)
-    new_state = TrainState(
-        step=state.step + 1, params=keep(new_params, state.params),
-        ema_params=keep(new_ema, state.ema_params), opt_state=keep(new_opt, state.opt_state),
-        key=jax.random.key_data(next_key), position=state.position + batch,
-        skipped_total=state.skipped_total + skipped,
-        skipped_consecutive=jnp.where(finite, 0, state.skipped_consecutive + 1),
-        buffers=state.buffers)
+    new_state, finite, lr, beta = apply_gradients(state, grads, loss, optimizer,
+                                                  cfg.optim, batch, next_key)
     pixels = int(np.prod(hr.shape[1:]))
     metrics = dict(loss=loss / pixels, grad_norm=optax.global_norm(grads), lr=lr,
                    ema_beta=beta, finite=finite, skipped_total=new_state.skipped_total)

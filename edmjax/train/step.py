@@ -49,6 +49,44 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
 
 
+def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
+                    optimizer: optax.GradientTransformation, optim_cfg: Any, batch: int,
+                    next_key: jax.Array) -> tuple[TrainState, jax.Array, jax.Array, jax.Array]:
+  """One optimizer update with NVlabs' lr ramp-up and EMA, skipped if non-finite.
+
+  The learning rate and the EMA decay depend on the images consumed before this step
+  (`state.position`). When the loss or any gradient is not finite, params, EMA and the
+  optimizer state keep their old values and the skip counters advance; the step
+  counter, data position and RNG key always advance.
+
+  Returns:
+    `(new_state, finite, lr, ema_beta)`.
+  """
+  finite = jnp.isfinite(loss) & all_finite(grads)
+  nimg = state.position
+  lr = optim.learning_rate(optim_cfg, nimg)
+  updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new_params = jax.tree.map(lambda p, u: p - lr.astype(p.dtype) * u, state.params, updates)
+  beta = optim.ema_beta(optim_cfg, nimg, batch)
+  new_ema = optim.ema_update(state.ema_params, new_params, beta)
+
+  def keep(new, old):
+    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+  skipped = (~finite).astype(jnp.int32)
+  new_state = TrainState(
+      step=state.step + 1,
+      params=keep(new_params, state.params),
+      ema_params=keep(new_ema, state.ema_params),
+      opt_state=keep(new_opt_state, state.opt_state),
+      key=jax.random.key_data(next_key),
+      position=state.position + batch,
+      skipped_total=state.skipped_total + skipped,
+      skipped_consecutive=jnp.where(finite, 0, state.skipped_consecutive + 1),
+      buffers=state.buffers)
+  return new_state, finite, lr, beta
+
+
 def sample_noise_levels(cfg: TrainConfig, key, batch: int):
   """Noise levels of a batch: σ (batch,) float32, or DDPM's t (batch,) int32.
 
@@ -182,28 +220,8 @@ def make_train_step(model, cfg: TrainConfig, *, label_dim: int = 0,
       (grads, loss), per_image = jax.lax.scan(body, (zeros, jnp.float32(0)), mbs)
       per_image = _unmicrobatches(per_image)
 
-    finite = jnp.isfinite(loss) & all_finite(grads)
-    nimg = state.position
-    lr = optim.learning_rate(cfg.optim, nimg)
-    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_params = jax.tree.map(lambda p, u: p - lr.astype(p.dtype) * u, state.params, updates)
-    beta = optim.ema_beta(cfg.optim, nimg, batch)
-    new_ema = optim.ema_update(state.ema_params, new_params, beta)
-
-    def keep(new, old):
-      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-
-    skipped = (~finite).astype(jnp.int32)
-    new_state = TrainState(
-        step=state.step + 1,
-        params=keep(new_params, state.params),
-        ema_params=keep(new_ema, state.ema_params),
-        opt_state=keep(new_opt_state, state.opt_state),
-        key=jax.random.key_data(next_key),
-        position=state.position + batch,
-        skipped_total=state.skipped_total + skipped,
-        skipped_consecutive=jnp.where(finite, 0, state.skipped_consecutive + 1),
-        buffers=state.buffers)
+    new_state, finite, lr, beta = apply_gradients(state, grads, loss, optimizer,
+                                                  cfg.optim, batch, next_key)
 
     pixels = int(np.prod(images.shape[1:]))
     bins = jnp.searchsorted(edges, sigma)
