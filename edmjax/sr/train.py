@@ -420,14 +420,5 @@ def load_sr(workdir: str, *, step: int | None = None):
   target = jax.jit(lambda k: init_sr_state(model, optimizer, k, (patch, patch, channels),
                                            noise_aug=cfg.sr.noise_aug))(
       jax.random.key_data(jax.random.key(cfg.seed)))
-  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
-  try:
-    if step is None:
-      state, step = checkpoint.restore_latest(mgr, target)
-    else:
-      state = checkpoint.restore(mgr, step, target)
-  finally:
-    checkpoint.close(mgr)
-  if state is None:
-    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
+  state, step = checkpoint.load(workdir, target, step=step, keep=cfg.keep_checkpoints)
   return cfg, model, state

@@ -96,3 +96,22 @@ def wait(manager: ocp.CheckpointManager) -> None:
 def close(manager: ocp.CheckpointManager) -> None:
   manager.wait_until_finished()
   manager.close()
+
+
+def load(workdir: str, target, *, step: int | None = None, keep: int = 3):
+  """The state saved in `workdir` at `step` (default: the newest), shaped like `target`.
+
+  Returns `(state, step)`. Raises FileNotFoundError naming the folder when it holds no
+  checkpoint yet.
+  """
+  mgr = make_manager(workdir, keep=keep)
+  try:
+    if step is None:
+      state, step = restore_latest(mgr, target)
+    else:
+      state = restore(mgr, step, target)
+  finally:
+    close(mgr)
+  if state is None:
+    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
+  return state, step

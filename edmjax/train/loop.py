@@ -224,16 +224,7 @@ def load_state(workdir: str, *, mesh=None, source=None, step: int | None = None)
   data = _geometry(cfg, source)
   built = build(cfg, mesh, data[0], data[1])
   target = built.init(jax.random.key_data(jax.random.key(cfg.seed)))
-  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
-  try:
-    if step is None:
-      state, step = checkpoint.restore_latest(mgr, target)
-    else:
-      state = checkpoint.restore(mgr, step, target)
-  finally:
-    checkpoint.close(mgr)
-  if state is None:
-    raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
+  state, step = checkpoint.load(workdir, target, step=step, keep=cfg.keep_checkpoints)
   return cfg, built, state
 
 
