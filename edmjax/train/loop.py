@@ -12,6 +12,7 @@ A work directory holds:
   checkpoints/<step> orbax checkpoints of the `TrainState` (last `keep_checkpoints`)
   metrics.jsonl      one JSON object per `log_every` steps
   loss.png           loss and loss per σ bin against kimg
+  loss_per_sigma.csv the same numbers as CSV
   samples/           sample grids (EMA parameters): step_<step>.png and .npz
   neighbours.json    nearest-training-neighbour distances: samples vs held-out images
 
@@ -370,8 +371,9 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
     if writer is not None:
       writer.close()
   if lead:
-    monitor.plot_losses(monitor.read_metrics(os.path.join(workdir, "metrics.jsonl")),
-                        os.path.join(workdir, "loss.png"))
+    records = monitor.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    monitor.plot_losses(records, os.path.join(workdir, "loss.png"))
+    monitor.write_loss_csv(records, os.path.join(workdir, "loss_per_sigma.csv"))
   report = None
   if step >= cfg.total_steps and cfg.sample.num_images > 0 and data.heldout is not None:
     samples = np.load(os.path.join(workdir, "samples", f"step_{step:07d}.npz"))["images"] \

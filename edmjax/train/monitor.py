@@ -101,6 +101,23 @@ def plot_losses(records: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def write_loss_csv(records: list[dict], path: str) -> None:
+  """The logged loss and loss per σ bin against step and kimg, one row per log record."""
+  import csv  # pylint: disable=g-import-not-at-top
+  records = [r for r in records if r.get("loss") is not None]
+  if not records:
+    return
+  labels = records[-1].get("loss_bin_labels") or []
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["step", "kimg", "loss"] + [f"loss {l}" for l in labels])
+    for r in records:
+      per = r.get("loss_per_sigma") or [None] * len(labels)
+      w.writerow([r.get("step"), r.get("kimg"), r["loss"]]
+                 + ["" if v is None else v for v in per])
+
+
 def nearest_neighbour_distances(queries: np.ndarray, references: np.ndarray,
                                 chunk: int = 1024) -> np.ndarray:
   """For each query image, the Euclidean distance to its nearest reference image.

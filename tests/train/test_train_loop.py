@@ -54,6 +54,11 @@ def test_resume_is_bitwise_identical(tmp_path):
   # The metrics log has one record per log interval of both halves.
   steps = [r["step"] for r in loop.monitor.read_metrics(os.path.join(part, "metrics.jsonl"))]
   assert steps == [2, 3, 4, 6]
+  # ... and the same records as CSV (loss and loss per σ bin), one row each.
+  with open(os.path.join(part, "loss_per_sigma.csv")) as f:
+    rows = f.read().splitlines()
+  assert rows[0].startswith("step,kimg,loss,loss ") and len(rows) == 1 + len(steps)
+  assert [int(r.split(",")[0]) for r in rows[1:]] == steps
 
 
 _KILL_SCRIPT = textwrap.dedent("""
