@@ -4,6 +4,7 @@ Configs:
   digits_default  experiments/configs.py digits_edm (DDPM++ 32 ch, 8x8, batch 64)
   ddpmpp32_b32    DDPM++ at 32x32, model_channels 32, batch 32, fp32; NVlabs/edm's
                   PyTorch runs this at about 27 images/s on the 2-core reference machine
+  ddpmpp32_b32_bf16  the same with bfloat16 compute (parameters, sigma and loss float32)
   cifar10_b512    EDM's CIFAR-10 DDPM++ (128 ch, batch 512); on CPU it is run only if
                   it fits in --max-seconds, else reported as skipped
 
@@ -36,8 +37,10 @@ def _configs():
       net=dataclasses.replace(configs.cifar10_ddpmpp().net, model_channels=32),
       data=C.DataConfig(name="synthetic"), batch_size=32)
   big = dataclasses.replace(configs.cifar10_ddpmpp(), data=C.DataConfig(name="synthetic"))
+  small_bf16 = dataclasses.replace(
+      small, net=dataclasses.replace(small.net, dtype="bfloat16"))
   return {"digits_default": (d, (8, 8, 1)), "ddpmpp32_b32": (small, (32, 32, 3)),
-          "cifar10_b512": (big, (32, 32, 3))}
+          "ddpmpp32_b32_bf16": (small_bf16, (32, 32, 3)), "cifar10_b512": (big, (32, 32, 3))}
 
 
 def _peak_memory(device):
@@ -77,6 +80,7 @@ def bench(name, cfg, shape, steps):
              images_per_cpu_sec=steps * cfg.batch_size / max(cpu, 1e-9),
              compile_s=compile_s, init_s=init_s,
              device=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+             weight_grad=os.environ.get("EDMJAX_CONV_WEIGHT_GRAD", "auto"),
              **_peak_memory(jax.devices()[0]))
   if name in NVLABS_REFERENCE:
     out["nvlabs_pytorch_images_per_sec"] = NVLABS_REFERENCE[name]
@@ -90,7 +94,11 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--max-seconds", type=float, default=300.0,
                  help="budget for cifar10_b512 on CPU (estimated from ddpmpp32_b32)")
+  p.add_argument("--weight-grad", choices=("auto", "xla", "chunked"), default="auto",
+                 help="convolution weight gradient (edmjax.nn.conv); auto = chunked on CPU")
   args = p.parse_args(argv)
+  if args.weight_grad != "auto":
+    os.environ["EDMJAX_CONV_WEIGHT_GRAD"] = args.weight_grad
   import jax  # pylint: disable=g-import-not-at-top
   cfgs = _configs()
   results = []

@@ -4,8 +4,11 @@
 `training/networks.py` argument for argument, parameter for parameter. They see the
 noise label `c_noise`, never `sigma`. Frozen, non-trained state (NCSN++'s Fourier
 frequencies) lives in the `'buffers'` collection (`BUFFERS`), not in `'params'`.
+Every convolution goes through `conv2d` (`edmjax.nn.conv`), whose weight gradient is
+computed in batch chunks on XLA:CPU, where XLA's own is 3-5x slower than the forward.
 """
 
+from edmjax.nn.conv import conv2d
 from edmjax.nn.dhariwal_unet import DhariwalUNet
 from edmjax.nn.layers import (
     BUFFERS, Conv2d, FourierEmbedding, GroupNorm, Init, Linear, PositionalEmbedding,
@@ -16,5 +19,5 @@ from edmjax.nn.sr3_unet import SR3UNet, aug_labels
 __all__ = [
     "BUFFERS", "Conv2d", "DhariwalUNet", "FourierEmbedding", "GroupNorm", "Init", "Linear",
     "PositionalEmbedding", "SongUNet", "UNetBlock", "fir_downsample", "fir_upsample",
-    "resample_kernel", "weight_init", "SR3UNet", "aug_labels",
+    "resample_kernel", "weight_init", "SR3UNet", "aug_labels", "conv2d",
 ]

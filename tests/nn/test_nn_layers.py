@@ -93,6 +93,22 @@ def test_group_norm_normalises_each_group():
   np.testing.assert_allclose(g.var(axis=(1, 3)), 1.0, rtol=1e-3)
 
 
+def test_group_norm_equals_a_float64_reference_with_affine_and_large_offset():
+  # 32 channels -> min(32, 32 // 4) = 8 groups of 4; a mean of 300 against a std of 2
+  # would cost digits in a one-pass E[x^2] - E[x]^2 variance.
+  rng = np.random.default_rng(0)
+  x = 300 + 2 * rng.standard_normal((3, 5, 7, 32))
+  w, b = rng.standard_normal(32), rng.standard_normal(32)
+  y = jax.jit(GroupNorm().apply)({"params": {"weight": jnp.asarray(w, jnp.float32),
+                                             "bias": jnp.asarray(b, jnp.float32)}},
+                                 jnp.asarray(x, jnp.float32))
+  xg = x.reshape(3, 5, 7, 8, 4)
+  mean = xg.mean(axis=(1, 2, 4), keepdims=True)
+  var = xg.var(axis=(1, 2, 4), keepdims=True)
+  want = ((xg - mean) / np.sqrt(var + 1e-5)).reshape(x.shape) * w + b
+  np.testing.assert_allclose(np.asarray(y), want, atol=2e-4)
+
+
 def test_adm_style_block_is_the_identity_at_init():
   # Zero-initialised conv1 and proj with skip_scale=1 and no channel change: x -> x.
   x = normal(0, (2, 4, 4, 64))
