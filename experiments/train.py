@@ -53,6 +53,9 @@ def parse_args(argv=None):
                       "sigma_data, then exit")
   p.add_argument("--list-fields", action="store_true", help="list settable fields")
   p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+  p.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                 help="on CPU, split the host into N JAX devices (data parallel); default: "
+                      "one per core, as many as divide the batch (0 = leave one device)")
   p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                  help="jax.distributed coordinator address (multi-host)")
   p.add_argument("--num-processes", type=int, default=None, metavar="N")
@@ -79,6 +82,8 @@ def main(argv=None):
     print(f"error: {e}", file=sys.stderr)
     return 2
   workdir = args.workdir or os.path.join("out", args.config)
+  if not args.coordinator and args.cpu_devices != 0:
+    tr.parallel.split_cpu_into_devices(cfg.batch_size, cfg.accum_steps, args.cpu_devices)
 
   if args.dry_run:
     import jax  # pylint: disable=g-import-not-at-top

@@ -141,3 +141,17 @@ def test_checkpoint_refuses_non_finite_state(run8, tmp_path):
     checkpoint.save(mgr, 1, bad)
   checkpoint.close(mgr)
   assert checkpoint.latest_step(checkpoint.make_manager(str(tmp_path))) is None
+
+
+def test_split_cpu_into_devices_picks_a_divisor_of_the_microbatch_and_is_safe_late():
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  code = ("from edmjax.train import parallel; import jax; "
+          "n = parallel.split_cpu_into_devices(30, accum_steps=2, max_devices=4); "
+          "print(n, jax.device_count(), parallel.split_cpu_into_devices(8))")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, check=True, timeout=120).stdout.split()
+  # microbatch 15: 4 does not divide it, 3 does; a second call after JAX started is a no-op.
+  assert out == ["3", "3", "0"]
+  # Here XLA_FLAGS already forces 8 devices (conftest): left alone.
+  assert parallel.split_cpu_into_devices(16) == 0 and jax.device_count() == 8
