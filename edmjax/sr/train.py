@@ -15,9 +15,23 @@ One SR step, for HR patches y (the degradation runs inside the jitted step):
    u ← u + σ_aug ε' with σ_aug ~ U(0, aug_sigma_max) for a fraction aug_prob;
 2. σ ~ exp(N(P_mean, P_std²)), loss = Σ_pixels λ(σ)‖D(y + σn; σ | u) − y‖²
    averaged over the batch (NVlabs' reduction), with D residual or not;
+   with `headstart_prob` > 0, that fraction of the examples is instead a headstart
+   example: σ ~ log-uniform over `headstart_sigma` and the input is u + σn (what
+   `edmjax.sr.headstart` starts from), with the same target y and weight λ(σ);
 3. Adam with lr(nimg), then the EMA; skipped (state kept) when not finite.
 
-Nothing is jitted in the step builder; `train_sr` jits it once.
+Why headstart examples: a denoiser trained only on y + σn has never seen u + σn.
+At a small σ it reads the missing detail y − u as part of the clean image and
+returns nearly u: one-step SR from a small σ_start then barely beats bicubic. Trained
+on u + σn as well, D(u + σn; σ | u) learns E[y | x_LR], the MMSE (best-PSNR) estimate,
+in one evaluation — the training of one-step SR from a noised upsampled input
+(arXiv 2507.13607). On inputs that show the residual (y + σn, as full sampling makes
+them) the net still denoises, so full sampling is unchanged where the two kinds of
+input can be told apart.
+
+`train_sr` jits the step once, with the state replicated and the batch sharded
+over the devices (as `edmjax.train`): on a CPU split into one device per core
+(`edmjax.train.parallel.split_cpu_into_devices`) every core works.
 """
 
 from __future__ import annotations
@@ -44,13 +58,14 @@ from edmjax.train import checkpoint
 from edmjax.train import config as config_lib
 from edmjax.train import monitor
 from edmjax.train import optim
+from edmjax.train import parallel
 from edmjax.train.config import LossConfig, NetConfig, OptimConfig
 from edmjax.train.state import TrainState
 from edmjax.train.step import apply_gradients
 
 __all__ = ["SRDataConfig", "SRTrainConfig", "load_sr_data", "estimate_sr_sigma_data",
-           "init_sr_state", "make_sr_train_step", "train_sr", "load_sr", "read_sr_config",
-           "sr_config_from_json"]
+           "init_sr_state", "make_sr_train_step", "training_noise", "sr_mesh", "train_sr",
+           "load_sr", "read_sr_config", "sr_config_from_json"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +109,9 @@ class SRTrainConfig:
     log_every, checkpoint_every, sample_every, keep_checkpoints: as `TrainConfig`
       (`sample_every` writes a PNG strip LR | bicubic | headstart | HR).
     strip_sigma_start, strip_steps: the headstart of the strips.
+    headstart_prob: the fraction of training examples that start from u + σn instead
+      of y + σn (see the module docstring); 0 is plain SR3/EDM training.
+    headstart_sigma: (low, high), the log-uniform σ range of those examples.
   """
   net: NetConfig = NetConfig(model_channels=16, channel_mult=(1, 2, 2), num_blocks=1,
                              attn_resolutions=(), dropout=0.0)
@@ -112,9 +130,17 @@ class SRTrainConfig:
   keep_checkpoints: int = 2
   strip_sigma_start: float = 0.5
   strip_steps: int = 1
+  headstart_prob: float = 0.0
+  headstart_sigma: tuple[float, float] = (0.1, 1.0)
 
   def __post_init__(self):
     _checks.check_int_at_least("batch_size", self.batch_size, 1)
+    if not 0.0 <= self.headstart_prob <= 1.0:
+      raise ValueError(f"headstart_prob={self.headstart_prob} must be in [0, 1].")
+    lo_hi = tuple(self.headstart_sigma)
+    if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+      raise ValueError(f"headstart_sigma={self.headstart_sigma} must be (low, high) with "
+                       "0 < low <= high.")
     _checks.check_int_at_least("total_steps", self.total_steps, 0)
     _checks.check_nonnegative("max_minutes", self.max_minutes)
     if self.loss.objective != "edm":
@@ -205,6 +231,30 @@ def init_sr_state(model, optimizer, key, image_shape, *, noise_aug: bool) -> Tra
                     buffers=buffers)
 
 
+def training_noise(key, hr, u, cfg: SRTrainConfig):
+  """(σ (B,), n') of one SR training batch: the loss's input is `hr + σ n'`.
+
+  Plain examples: ln σ ~ N(P_mean, P_std²), n' ~ N(0, I), so the input is y + σn.
+  Headstart examples (probability `cfg.headstart_prob`): ln σ ~ U(ln low, ln high) of
+  `cfg.headstart_sigma` and n' = n − (y − u)/σ, so the input is u + σn, the start of
+  `edmjax.sr.headstart` (its target is still y).
+  """
+  lc = cfg.loss
+  batch = hr.shape[0]
+  k_sigma, k_noise, k_hs, k_hs_sigma = jax.random.split(key, 4)
+  sigma = losses.edm_sample_sigma(k_sigma, batch, P_mean=lc.P_mean, P_std=lc.P_std)
+  noise = jax.random.normal(k_noise, hr.shape, jnp.float32)
+  if cfg.headstart_prob > 0:
+    lo, hi = (float(v) for v in cfg.headstart_sigma)
+    hs = jax.random.uniform(k_hs, (batch,)) < cfg.headstart_prob
+    s_hs = jnp.exp(jax.random.uniform(k_hs_sigma, (batch,), jnp.float32,
+                                      np.log(lo), np.log(hi)))
+    sigma = jnp.where(hs, s_hs, sigma)
+    shift = (hr - u) / sigma[:, None, None, None]
+    noise = jnp.where(hs[:, None, None, None], noise - shift, noise)
+  return sigma, noise
+
+
 def make_sr_train_step(model, cfg: SRTrainConfig, optimizer=None):
   """Builds `train_step(state, hr) -> (state, metrics)` (pure, not jitted).
 
@@ -239,21 +289,23 @@ def make_sr_train_step(model, cfg: SRTrainConfig, optimizer=None):
     u, sa = model_lib.condition(lr_img, src, key=jax.random.fold_in(k_aug, 1),
                                 sigma_aug=sigma_aug)
 
+    sigma, noise = training_noise(k_loss, hr, u, cfg)
+
     def loss_fn(params):
       apply = model_lib.make_net_apply(model, {"params": params, **state.buffers},
                                        noise_aug=src.noise_aug, train=True,
                                        dropout_key=k_drop)
       denoise = model_lib.make_sr_denoiser(apply, u, residual=src.residual,
                                            sigma_data=lc.sigma_data, sigma_aug=sa)
-      per = losses.edm_loss(denoise, hr, k_loss, P_mean=lc.P_mean, P_std=lc.P_std,
-                            sigma_data=lc.sigma_data)
+      per = losses.edm_loss(denoise, hr, None, P_mean=lc.P_mean, P_std=lc.P_std,
+                            sigma_data=lc.sigma_data, sigma=sigma, noise=noise)
       return jnp.sum(per) / batch
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     new_state, finite, lr, beta = apply_gradients(state, grads, loss, optimizer,
                                                   cfg.optim, batch, next_key)
     pixels = int(np.prod(hr.shape[1:]))
-    metrics = dict(loss=loss / pixels, grad_norm=optax.global_norm(grads), lr=lr,
+    metrics = dict(loss=loss / pixels, grad_norm=optax.tree.norm(grads), lr=lr,
                    ema_beta=beta, finite=finite, skipped_total=new_state.skipped_total)
     return new_state, metrics
 
@@ -280,6 +332,14 @@ def _strip_fn(model, cfg: SRTrainConfig):
     return jnp.stack([near, u, sr, hr], axis=1)  # (B, 4, H, W, C)
 
   return jax.jit(strip)
+
+
+def sr_mesh(batch_size: int):
+  """A data mesh over as many of this process' devices as divide `batch_size`."""
+  if jax.process_count() > 1:
+    raise NotImplementedError("SR training runs in one process (any number of devices).")
+  n = max(d for d in range(1, jax.device_count() + 1) if batch_size % d == 0)
+  return parallel.make_mesh(jax.devices()[:n])
 
 
 def _say(log):
@@ -333,7 +393,11 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
     n_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
     say(f"new SR run in {workdir}: {n_params:,} parameters, patches {image_shape}, "
         f"{cfg.sr.scale}x, sigma_data {cfg.loss.sigma_data}")
-  step_fn = jax.jit(make_sr_train_step(model, cfg, optimizer), donate_argnums=0)
+  mesh = sr_mesh(cfg.batch_size)
+  rep, rows = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+  state = parallel.replicate(state, mesh)
+  step_fn = jax.jit(make_sr_train_step(model, cfg, optimizer), in_shardings=(rep, rows),
+                    out_shardings=(rep, rep), donate_argnums=0)
   strip = _strip_fn(model, cfg)
   strip_hr = None
   if held is not None and cfg.sample_every >= 0:
@@ -357,7 +421,7 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
   try:
     while step < cfg.total_steps:
       batch = next(batches)
-      state, metrics = step_fn(state, jnp.asarray(batch.images))
+      state, metrics = step_fn(state, parallel.global_batch(batch.images, mesh))
       step += 1
       out_of_time = cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes
       last = step == cfg.total_steps or out_of_time
