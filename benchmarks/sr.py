@@ -55,7 +55,10 @@ def main(argv=None):
     cfg, model, state = sr_train.load_sr(args.workdir)
     variables = {"params": state.ema_params, **state.buffers}
   else:
-    cfg = sr_train.SRTrainConfig()
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "experiments"))
+    import train_sr3  # pylint: disable=g-import-not-at-top
+    cfg = train_sr3.photos_4x()
     model = model_lib.build_sr_net(cfg.net, patch=cfg.data.patch, channels=3)
     x = jnp.zeros((1, cfg.data.patch, cfg.data.patch, 3))
     variables = jax.jit(model.init)(jax.random.key(0), x, jnp.zeros((1,)), x)
