@@ -63,7 +63,7 @@ def split_cpu_into_devices(batch_size: int, accum_steps: int = 1,
   XLA:CPU runs most of a step's operations (convolutions included) on one thread per
   device, so one CPU device leaves all but one core idle for most of the step. With
   one device per core and the batch sharded over them, the 32x32 DDPM++ training step
-  of `benchmarks/train_step.py` runs 1.25x faster on 2 cores (RESULTS.md), with the
+  of `benchmarks/train_step.py` runs about 1.3x faster on 2 cores (RESULTS.md), with the
   same parameters to float rounding (tests/train). The count is the largest number
   `<= max_devices` (default: the cores this process may use) that divides
   `batch_size // accum_steps`, so that every microbatch still splits evenly.
