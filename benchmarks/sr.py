@@ -36,7 +36,8 @@ def parse_args(argv=None):
                  help="timed calls per mode, the best kept (default: %(default)s)")
   p.add_argument("--workdir", default=None, metavar="DIR",
                  help="a trained run to time instead of the default net")
-  p.add_argument("--tile", type=int, default=32, metavar="T", help="(default: %(default)s)")
+  p.add_argument("--tile", type=int, default=32, metavar="T",
+                 help="tile side, 0 for the whole image at once (default: %(default)s)")
   p.add_argument("--overlap", type=int, default=8, metavar="O", help="(default: %(default)s)")
   p.add_argument("--full-steps", type=int, default=18, metavar="N",
                  help="Heun steps of full sampling (NFE 2N−1 = 35; default: %(default)s)")
@@ -71,7 +72,7 @@ def main(argv=None):
   def make(mode, steps):
     def run(lr_img, key):
       den, u = inference.sr_denoiser(model, variables, lr_img, cfg.sr, sigma_data,
-                                     tile=args.tile, overlap=args.overlap)
+                                     tile=args.tile or None, overlap=args.overlap)
       return inference.super_resolve(den, u, key, mode=mode, sigma_start=0.5,
                                      num_steps=steps)
     return jax.jit(run)

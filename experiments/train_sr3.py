@@ -10,7 +10,9 @@ HR − bicubic(LR) under EDM preconditioning (edmjax.sr.model).
 Outputs in --workdir: config.json, checkpoints/, metrics.jsonl, loss.png,
 strips/step_*.png (LR | bicubic | headstart | HR on held-out crops) and, with
 --eval (default after training), eval/table.md, eval/results.json and
-eval/strip.png (LR, bicubic, headstart, full, HR of the whole held-out photograph).
+eval/strip.png (LR, bicubic, headstart, full, HR of the whole held-out photograph),
+and, for photographs, eval/unseen.md (bicubic against one-step headstart on every
+photograph the net never saw: the gain depends on the picture).
 
 Configs:
   photos_4x   4x SR on photograph patches (32x32 HR), 32-channel DDPM++ net, half the
@@ -120,11 +122,37 @@ def parse_args(argv=None):
                  help="evaluation tile (default: the training patch)")
   p.add_argument("--overlap", type=int, default=8, metavar="O",
                  help="tile overlap in HR pixels (default: %(default)s)")
+  p.add_argument("--no-unseen", action="store_true",
+                 help="photos only: skip the headstart-vs-bicubic table of every other "
+                      "photograph the net never saw (eval/unseen.md)")
   return p.parse_args(argv)
 
 
-def evaluate(workdir, *, sigma_starts, steps, full_steps, full_seeds, tile, overlap):
-  """Writes eval/table.md, eval/results.json and eval/strip.png for the held-out image."""
+def evaluate_unseen(workdir, cfg, model, variables, *, tile, overlap, sigma_start=0.2):
+  """eval/unseen.md and eval/unseen.json: bicubic vs one-step headstart on every photograph
+  of `edmjax.sr.patches` that the run did not train on (the held-out one included)."""
+  from edmjax.sr import evaluate as sr_evaluate  # pylint: disable=g-import-not-at-top
+  from edmjax.sr import patches  # pylint: disable=g-import-not-at-top
+  train, _ = patches.photo_split(cfg.data.holdout, cfg.data.photo_set)
+  multiple = cfg.sr.scale * 2 ** (len(cfg.net.channel_mult) - 1)
+  images = {n: patches.crop_to_multiple(patches.load_photograph(n), multiple)
+            for n in patches.PHOTOGRAPHS + patches.EXTRA_PHOTOGRAPHS if n not in train}
+  print(f"headstart σ_start={sigma_start:g} N=1 on the {len(images)} unseen photographs")
+  rows = sr_evaluate.evaluate_photographs(model, variables, cfg.sr, cfg.loss.sigma_data,
+                                          images, sigma_start=sigma_start, tile=tile,
+                                          overlap=overlap)
+  out = os.path.join(workdir, "eval")
+  with open(os.path.join(out, "unseen.md"), "w", encoding="utf-8") as f:
+    f.write(sr_evaluate.format_photographs(rows) + "\n")
+  with open(os.path.join(out, "unseen.json"), "w", encoding="utf-8") as f:
+    json.dump(rows, f, indent=1)
+  print(sr_evaluate.format_photographs(rows))
+
+
+def evaluate(workdir, *, sigma_starts, steps, full_steps, full_seeds, tile, overlap,
+             unseen=True):
+  """Writes eval/table.md, eval/results.json and eval/strip.png for the held-out image
+  (and, for photographs, eval/unseen.md: see `evaluate_unseen`)."""
   from edmjax.sr import evaluate as sr_evaluate  # pylint: disable=g-import-not-at-top
   from edmjax.train import monitor  # pylint: disable=g-import-not-at-top
   cfg, model, state = sr_train.load_sr(workdir)
@@ -161,6 +189,8 @@ def evaluate(workdir, *, sigma_starts, steps, full_steps, full_seeds, tile, over
                           np.asarray(images[full]), np.asarray(images["hr"])])
   monitor.save_grid(os.path.join(out, "strip.png"), np.clip(strip, -1, 1), cols=5)
   print(f"strip: LR | bicubic | {best} | {full} | HR -> {out}/strip.png")
+  if unseen and cfg.data.name == "photos":
+    evaluate_unseen(workdir, cfg, model, variables, tile=tile, overlap=overlap)
 
 
 def main(argv=None):
@@ -182,7 +212,7 @@ def main(argv=None):
   evaluate(args.workdir, sigma_starts=[float(s) for s in args.sigma_starts.split(",")],
                    steps=[int(s) for s in args.headstart_steps.split(",")],
                    full_steps=args.full_steps, full_seeds=args.full_seeds, tile=args.tile,
-                   overlap=args.overlap)
+                   overlap=args.overlap, unseen=not args.no_unseen)
   return 0
 
 

@@ -83,6 +83,11 @@ class SRDataConfig:
     seed: the crops' / shuffling seed.
     min_std: 'photos' only: reject crops flatter than this pixel std
       (`patches.PatchSource`); 0 keeps every crop.
+    photo_set: 'photos' only: 'colour' (scikit-image's RGB photographs), 'all'
+      (also `patches.EXTRA_PHOTOGRAPHS`: scikit-learn's two photographs and
+      scikit-image's greyscale ones) or 'natural' ('all' but the microscope,
+      telescope and fundus images).
+    augment: 'photos' only: 'hflip' or 'dihedral' (flips and quarter turns).
   """
   name: str = "photos"
   patch: int = 32
@@ -91,6 +96,12 @@ class SRDataConfig:
   channels: int | None = None
   seed: int = 0
   min_std: float = 0.0
+  photo_set: str = "colour"
+  augment: str = "hflip"
+
+  def __post_init__(self):
+    _checks.check_choice("data.photo_set", self.photo_set, patches.PHOTO_SETS)
+    _checks.check_choice("data.augment", self.augment, patches.AUGMENTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +184,8 @@ def load_sr_data(cfg: SRTrainConfig):
       raise ValueError(f"data.patch={dc.patch} must be a multiple of scale × "
                        f"2**(levels − 1) = {multiple}.")
     src, held = patches.photo_patches(dc.patch, holdout=dc.holdout, seed=dc.seed,
-                                      min_std=dc.min_std)
+                                      min_std=dc.min_std, photo_set=dc.photo_set,
+                                      augment=dc.augment)
     return src, patches.crop_to_multiple(held, multiple)
   from edmjax.data import sources  # pylint: disable=g-import-not-at-top
   ds = sources.load_dataset(dc.name, resolution=dc.resolution, channels=dc.channels)
