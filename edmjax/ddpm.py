@@ -36,10 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from edmjax import _checks
+from edmjax import keys as keys_lib
+from edmjax.model import Denoiser, EpsModel
 
 Array = jax.Array
 EpsFn = Callable[[Array, Array], Array]
-Denoiser = Callable[[Array, Array], Array]
+DenoiseFn = Callable[[Array, Array], Array]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -295,22 +297,6 @@ def ddpm_loss(eps_fn: EpsFn, x0: Array, key: Array | None, betas: Any, *,
 # ----------------------------------------------------------------------------- sampling
 
 
-def _sample_keys(key: Array, batch: int) -> Array:
-  """One key per sample: `fold_in(key, b)` for a single key, or the given vector."""
-  _checks.check_batch_keys(key, batch)
-  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-  single = key.ndim == (0 if typed else 1)
-  if single:
-    return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
-  return key
-
-
-def _step_noise(keys: Array, step: Array, shape: tuple[int, ...], dtype) -> Array:
-  """Per-sample N(0, I) noise of step `step`: normal(fold_in(key_b, step))."""
-  return jax.vmap(
-      lambda k: jax.random.normal(jax.random.fold_in(k, step), shape, dtype))(keys)
-
-
 def _predict_x0(x_t: Array, eps: Array, sqrt_ab: Array, sqrt_1mab: Array) -> Array:
   """x̂_0 = (x_t − sqrt(1 − ᾱ_t) ε̂) / sqrt(ᾱ_t) (Ho et al. 2020, Eq. 15)."""
   return (x_t - sqrt_1mab * eps) / sqrt_ab
@@ -356,7 +342,7 @@ def ddpm_sampler(eps_fn: EpsFn, latents: Array, key: Array, betas: Any, *,
   tables = ddpm_tables(betas)
   T = len(tables.betas)
   batch, dtype = latents.shape[0], latents.dtype
-  keys = _sample_keys(key, batch)
+  keys = keys_lib.per_sample_keys(key, batch)
 
   var_name = "betas" if variance == "beta" else "posterior_variance"
   if _checks.is_concrete(tables.betas):
@@ -380,7 +366,7 @@ def ddpm_sampler(eps_fn: EpsFn, latents: Array, key: Array, betas: Any, *,
       mean = coef1[t] * x0 + coef2[t] * x
     else:
       mean = (x - beta[t] / sqrt_1mab[t] * eps) / jnp.sqrt(alpha[t])
-    z = _step_noise(keys, i, latents.shape[1:], dtype)
+    z = keys_lib.step_noise(keys, i, x)
     x_next = mean + std[t] * z
     return x_next, (x_next if return_trajectory else None)
 
@@ -450,7 +436,7 @@ def ddim_sampler(eps_fn: EpsFn, latents: Array, betas: Any, *, num_steps: int,
   T = len(tables.betas)
   taus = ddim_timesteps(num_steps, T)
   batch, dtype = latents.shape[0], latents.dtype
-  keys = None if deterministic else _sample_keys(key, batch)
+  keys = None if deterministic else keys_lib.per_sample_keys(key, batch)
 
   ab = _table(tables, "alpha_bars", dtype)
   ab_t = ab[taus]
@@ -467,7 +453,7 @@ def ddim_sampler(eps_fn: EpsFn, latents: Array, betas: Any, *, num_steps: int,
     else:
       sigma = eta * jnp.sqrt((1.0 - a_s) / (1.0 - a_t) * (1.0 - a_t / a_s))
       dir_coef = jnp.sqrt(jnp.maximum(1.0 - a_s - jnp.square(sigma), 0.0))
-      z = _step_noise(keys, i, latents.shape[1:], dtype)
+      z = keys_lib.step_noise(keys, i, x)
       x_next = x_next + dir_coef * eps + sigma * z
     return x_next, (x_next if return_trajectory else None)
 
@@ -481,7 +467,7 @@ def ddim_sampler(eps_fn: EpsFn, latents: Array, betas: Any, *, num_steps: int,
 # ----------------------------------------------------------------------------- bridge
 
 
-def ddpm_as_denoiser(eps_fn: EpsFn, betas: Any) -> Denoiser:
+def ddpm_as_denoiser(eps_fn: EpsFn | EpsModel, betas: Any = None) -> Denoiser:
   """Wraps a DDPM ε-model as an EDM denoiser through the VP scalings.
 
   With σ_t = sqrt(1/ᾱ_t − 1) and x = x_t / sqrt(ᾱ_t) (Karras et al. 2022, Table 1
@@ -492,32 +478,55 @@ def ddpm_as_denoiser(eps_fn: EpsFn, betas: Any) -> Denoiser:
     D(x; σ) = x − σ\\, ε_θ\\Big(\\frac{x}{\\sqrt{1 + σ^2}}, t(σ)\\Big),
 
   where t(σ) = `ddpm_round_sigma(σ, betas, return_index=True)`. At σ = σ_t,
-  x/sqrt(1 + σ²) = x_t exactly; at other σ the model sees the nearest step, so
-  samplers should step on `ddpm_sigmas(betas)` (or round their levels with
-  `ddpm_round_sigma`) to use the model as trained. This is the paper's "pre-trained
-  model + our sampler" setting.
+  x/sqrt(1 + σ²) = x_t exactly; at other σ the model sees the nearest step. The
+  returned `edmjax.model.Denoiser` carries the ε-model's own σ table: `sigma_min` =
+  σ_0, `sigma_max` = σ_{T−1} and `round_sigma` = the nearest table level, so that
+  `edmjax.sampling.sample` clips every sampler's range to the table and rounds its
+  steps onto it (as NVlabs/edm does with `net.sigma_min/max` and `round_sigma`).
+  This is the paper's "pre-trained model + our sampler" setting.
 
   Args:
-    eps_fn: ε-model `eps_fn(x_t, t)`.
-    betas: the β table (or `DDPMTables`).
+    eps_fn: an `edmjax.model.EpsModel`, or an ε-model `eps_fn(x_t, t)` with `betas`.
+    betas: the β table (or `DDPMTables`); taken from `eps_fn` when it is an EpsModel.
 
   Returns:
-    `denoise(x, sigma)` for NHWC `x` and `sigma` of shape `(batch,)`.
+    A `Denoiser`: `denoise(x, sigma[, class_labels])` for NHWC `x` and `sigma` of
+    shape `(batch,)`, with `.eps` the ε-model.
   """
-  tables = ddpm_tables(betas)
+  if isinstance(eps_fn, EpsModel):
+    if betas is not None:
+      raise ValueError("eps_fn is an EpsModel, which carries its β table; do not pass "
+                       "betas as well.")
+    eps_model = eps_fn
+  else:
+    if betas is None:
+      raise ValueError("ddpm_as_denoiser needs the ε-model's β table: pass betas=... "
+                       "(e.g. ddpm.linear_beta_schedule()) or an edmjax.model.EpsModel.")
+    eps_model = EpsModel(eps_fn, ddpm_tables(betas).betas)
+  tables = ddpm_tables(eps_model.betas)
+  host_sigmas = np.asarray(tables.sigmas, np.float64)
 
-  def denoise(x: Array, sigma: Array) -> Array:
+  def denoise(x: Array, sigma: Array, *class_labels) -> Array:
     sigma = jnp.broadcast_to(
         jnp.reshape(jnp.asarray(sigma, x.dtype), (-1,)), (x.shape[0],))
     t = ddpm_round_sigma(sigma, tables, return_index=True)
     c_in = _bcast(1.0 / jnp.sqrt(1.0 + jnp.square(sigma)))
-    eps = eps_fn(c_in * x, t).astype(x.dtype)
+    eps = eps_model.fn(c_in * x, t, *class_labels).astype(x.dtype)
     return x - _bcast(sigma) * eps
 
-  return denoise
+  def round_sigma(sigma):
+    if isinstance(sigma, (np.ndarray, float, int)):
+      sigma = np.asarray(sigma, np.float64)
+      idx = np.argmin(np.abs(sigma.reshape(-1, 1) - host_sigmas[None, :]), axis=1)
+      return host_sigmas[idx].reshape(sigma.shape)
+    return ddpm_round_sigma(sigma, tables)
+
+  return Denoiser(denoise, sigma_min=float(host_sigmas[0]),
+                  sigma_max=float(host_sigmas[-1]), round_sigma=round_sigma,
+                  label_dim=eps_model.label_dim, eps=eps_model)
 
 
-def ddpm_eps_from_denoiser(denoise: Denoiser, betas: Any) -> EpsFn:
+def ddpm_eps_from_denoiser(denoise: DenoiseFn, betas: Any) -> EpsFn:
   """The ε-model of an EDM denoiser on the DDPM steps (inverse of `ddpm_as_denoiser`).
 
   .. math::

@@ -228,11 +228,11 @@ def test_ancestral_step_splits_the_variance():
 
 
 def test_default_sigma_ranges_follow_nvlabs():
-  # NVlabs/edm takes the VP default from β_d = 19.1 (its VPPrecond uses 19.9).
+  # NVlabs/edm's generate.py (since 62072d2) takes the VP default from β_d = 19.9.
   lo, hi = samplers.default_sigma_range("vp")
   np.testing.assert_allclose(
-      [lo, hi], [np.sqrt(np.expm1(0.5 * 19.1 * 1e-6 + 0.1e-3)),
-                 np.sqrt(np.expm1(0.5 * 19.1 + 0.1))], rtol=1e-12)
+      [lo, hi], [np.sqrt(np.expm1(0.5 * 19.9 * 1e-6 + 0.1e-3)),
+                 np.sqrt(np.expm1(0.5 * 19.9 + 0.1))], rtol=1e-12)
   assert samplers.default_sigma_range("ve") == (0.02, 100.0)
   assert samplers.default_sigma_range("iddpm") == (0.002, 81.0)
   assert samplers.default_sigma_range("edm") == (0.002, 80.0)

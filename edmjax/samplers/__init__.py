@@ -14,18 +14,23 @@ each sample noise from its own key only: with one key, sample b uses
   general deterministic Euler/Heun solver and the super-resolution "headstart" entry.
 * `euler_ancestral_sampler`, `dpmpp_2m_sampler`: k-diffusion's Euler-ancestral and
   DPM-Solver++(2M) (Lu et al. 2022).
+* `headstart`: start from an image u at σ_start (u + σ_start·n) and solve down
+  (super-resolution's headstart, SDEdit).
+
+Every sampler also takes `init=`: an image to start from, x_0 = init + σ_0·latents.
 
 `return_trajectory=True` makes each return `(samples, Trajectory)`.
 """
 
-from edmjax.samplers._common import SOLVERS, Trajectory
+from edmjax.samplers._common import SOLVERS, Trajectory, initial_state
 from edmjax.samplers.ablation import ablation_sampler, default_sigma_range
 from edmjax.samplers.ancestral import ancestral_step, euler_ancestral_sampler
 from edmjax.samplers.dpm_solver import dpmpp_2m_sampler
 from edmjax.samplers.edm import edm_sampler, solve_from
+from edmjax.samplers.from_image import headstart, headstart_nfe, headstart_sigmas
 
 __all__ = [
-    "SOLVERS", "Trajectory", "solve_from", "edm_sampler", "ablation_sampler",
+    "SOLVERS", "Trajectory", "initial_state", "solve_from", "edm_sampler", "ablation_sampler",
     "default_sigma_range", "ancestral_step", "euler_ancestral_sampler",
-    "dpmpp_2m_sampler",
+    "dpmpp_2m_sampler", "headstart", "headstart_nfe", "headstart_sigmas",
 ]

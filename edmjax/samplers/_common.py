@@ -1,9 +1,7 @@
 """Pieces shared by every sampler: per-sample keys and noise, σ tables, trajectories.
 
-Randomness. A sampler takes one key or one key per sample. With one key, sample b
-gets `fold_in(key, b)`; the noise of step i for sample b is
-`normal(fold_in(key_b, i), image_shape)`. A sample therefore depends only on its own
-key: it is the same at batch 4 and batch 16, and on 1 or 8 devices.
+Randomness follows `edmjax.keys` (one key or one per sample; sample b's step-i noise
+is `normal(fold_in(key_b, i), image_shape)`), so a sample depends only on its own key.
 
 Tables. Noise-level tables built from concrete numbers are computed in float64
 NumPy on the host and cast once to the latents' dtype; tables built from traced
@@ -21,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edmjax import _checks
+from edmjax import keys as keys_lib
 from edmjax import schedules
 
 Array = Any
@@ -130,31 +129,22 @@ def noise_is_static_zero(*amounts) -> bool:
   return False
 
 
-def check_key_given(key, why: str) -> None:
-  if key is None:
-    raise ValueError(
-        f"key=None, but {why} adds noise; pass a jax.random key (one key, or one "
-        "key per sample).")
+check_key_given = keys_lib.check_key_given
+per_sample_keys = keys_lib.per_sample_keys
+step_noise = keys_lib.step_noise
 
 
-# ----------------------------------------------------------------------------- keys
-
-
-def per_sample_keys(key, batch: int) -> Array:
-  """One key per sample: `key` itself if it is already a (batch,) vector of keys,
-  else `fold_in(key, b)` for sample b."""
-  _checks.check_batch_keys(key, batch)
-  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-  single_ndim = 0 if typed else 1
-  if key.ndim == single_ndim:
-    return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
-  return key
-
-
-def step_noise(keys, i, x) -> Array:
-  """N(0, I) noise of step i: sample b's is normal(fold_in(keys[b], i), x.shape[1:])."""
-  return jax.vmap(
-      lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], x.dtype))(keys)
+def initial_state(latents, sigma0, init=None):
+  """x_0 = σ_0 · latents, or init + σ_0 · latents when starting from an image
+  (SDEdit / headstart); σ_0 a scalar in the latents' dtype."""
+  x = latents * sigma0
+  if init is None:
+    return x
+  init = jnp.asarray(init)
+  if init.shape != latents.shape:
+    raise ValueError(f"init has shape {init.shape}; expected the latents' shape "
+                     f"{latents.shape} (NHWC).")
+  return init.astype(latents.dtype) + x
 
 
 # ----------------------------------------------------------------------------- churn

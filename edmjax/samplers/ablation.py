@@ -22,17 +22,17 @@ from edmjax.samplers import _common
 __all__ = ["ablation_sampler", "default_sigma_range"]
 
 # NVlabs/edm's ablation sampler takes the default VP range from σ_VP(ε_s) and σ_VP(1)
-# with β_d = 19.1 (not the 19.9 of VPPrecond and Table 1); kept for exact parity.
-_NVLABS_VP_RANGE_BETA_D = 19.1
+# with β_d = 19.9, β_min = 0.1 (generate.py since commit 62072d2, "Fix a couple of
+# typos"; the first commit had 19.1).
+_NVLABS_VP_RANGE_BETA_D = 19.9
 _NVLABS_VP_RANGE_BETA_MIN = 0.1
 
 
 def default_sigma_range(discretization: str, epsilon_s=1e-3):
   """(σ_min, σ_max) the ablation sampler uses when none is given, as NVlabs/edm.
 
-  vp: (σ_VP(ε_s), σ_VP(1)) with β_d = 19.1, β_min = 0.1 (≈ (0.0100, 124.6) for
-  ε_s = 1e−3; NVlabs/edm's value); ve: (0.02, 100); iddpm: (0.002, 81);
-  edm: (0.002, 80).
+  vp: (σ_VP(ε_s), σ_VP(1)) with β_d = 19.9, β_min = 0.1 (≈ (0.0105, 152.2) for
+  ε_s = 1e−3); ve: (0.02, 100); iddpm: (0.002, 81); edm: (0.002, 80).
   """
   _checks.check_choice("discretization", discretization, schedules.DISCRETIZATIONS)
   if discretization == "vp":
@@ -53,7 +53,7 @@ def ablation_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=None
                      sigma_max=None, rho=7.0, solver="heun", discretization="edm",
                      schedule="linear", scaling="none", epsilon_s=1e-3, C_1=0.001,
                      C_2=0.008, M=1000, alpha=1.0, S_churn=0.0, S_min=0.0,
-                     S_max=float("inf"), S_noise=1.0, round_sigma=None,
+                     S_max=float("inf"), S_noise=1.0, round_sigma=None, init=None,
                      return_trajectory=False):
   """Generalized sampler over the design space of Karras et al. 2022 (Table 1).
 
@@ -109,6 +109,8 @@ def ablation_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=None
     S_churn, S_min, S_max, S_noise: stochasticity of Algorithm 2, on σ(t).
     round_sigma: optional σ ↦ nearest supported σ (NVlabs' `net.round_sigma`), e.g.
       `schedules.iddpm_round_sigma` for an iDDPM network; None is the identity.
+    init: optional NHWC image to start from (SDEdit): x_0 = s(t_0)·(init + σ(t_0) ·
+      latents) instead of s(t_0)·σ(t_0)·latents.
     return_trajectory: also return a `Trajectory` (with σ(t_i) and scaled states).
 
   Returns:
@@ -121,6 +123,7 @@ def ablation_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=None
       without a key; `latents` not 4-D NHWC; keys not matching the batch.
 
   Example:
+    >>> import jax
     >>> from edmjax import oracle
     >>> denoise = oracle.gaussian_denoiser(0.0, 0.5)
     >>> latents = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
@@ -161,6 +164,8 @@ def ablation_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=None
   # x_0 = latents · σ(t_0) s(t_0), the factor in float64 when the table is concrete.
   x_scale = sched.sigma(t_table[0]) * sched.s(t_table[0])
   t_steps = jnp.asarray(t_table, dtype)
+  if init is not None:
+    init_scale = jnp.asarray(sched.s(t_table[0]), dtype)
 
   keys = _common.churn_keys(S_churn, key, latents.shape[0])
   churn = keys is not None
@@ -209,7 +214,8 @@ def ablation_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=None
     x_next, seen = step(x_cur, t_cur, t_next, i, solver == "heun")
     return x_next, (seen if return_trajectory else None)
 
-  x = latents * jnp.asarray(x_scale, dtype)
+  x = _common.initial_state(latents, jnp.asarray(x_scale, dtype),
+                            None if init is None else init_scale * jnp.asarray(init, dtype))
   x, seen = jax.lax.scan(
       body, x, (t_steps[:-2], t_steps[1:-1], jnp.arange(num_steps - 1)))
   # Last step, to t_N = 0: Euler.

@@ -33,9 +33,9 @@ def ancestral_step(sigma_from, sigma_to, eta=1.0):
   return sigma_down, sigma_up
 
 
-def euler_ancestral_sampler(denoise, latents, key, *, num_steps=18, sigma_min=0.002,
+def euler_ancestral_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
                             sigma_max=80.0, rho=7.0, sigmas=None, eta=1.0, S_noise=1.0,
-                            return_trajectory=False):
+                            init=None, return_trajectory=False):
   """Euler-ancestral sampler over Karras levels or a given σ table.
 
   x_0 = latents · σ_0; for i = 0..N−1, with (σ_down, σ_up) = `ancestral_step`(σ_i,
@@ -63,6 +63,8 @@ def euler_ancestral_sampler(denoise, latents, key, *, num_steps=18, sigma_min=0.
       four arguments above).
     eta: η >= 0, the fraction of ancestral noise.
     S_noise: noise inflation.
+    init: optional NHWC image to start from (SDEdit, headstart): x_0 = init + σ_0 ·
+      latents instead of σ_0 · latents.
     return_trajectory: also return a `Trajectory`.
 
   Returns:
@@ -97,5 +99,6 @@ def euler_ancestral_sampler(denoise, latents, key, *, num_steps=18, sigma_min=0.
     return x_next, ((sigma_cur, x_cur, denoised) if return_trajectory else None)
 
   x, seen = jax.lax.scan(
-      body, latents * table[0], (table[:-1], sigma_down, sigma_up, jnp.arange(num)))
+      body, _common.initial_state(latents, table[0], init),
+      (table[:-1], sigma_down, sigma_up, jnp.arange(num)))
   return _common.finish(x, seen, return_trajectory)

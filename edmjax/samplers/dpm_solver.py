@@ -23,21 +23,22 @@ __all__ = ["dpmpp_2m_sampler"]
 
 
 def _coefficients(table):
-  """Per-step (σ_{i+1}/σ_i, 1 − σ_{i+1}/σ_i, h_{i−1}/(2 h_i)) of DPM-Solver++(2M).
+  """Per-step (σ_{i+1}/σ_i, 1 − σ_{i+1}/σ_i, 1/(2 r_i)) of DPM-Solver++(2M).
 
-  1 − σ_{i+1}/σ_i = −(e^{−h_i} − 1). The ratio h_{i−1}/(2 h_i) = 1/(2 r_i) is
-  defined for steps 1..N−2 (the multistep steps); entry 0 is unused.
+  1 − σ_{i+1}/σ_i = −(e^{−h_i} − 1). With r_i = h_{i−1}/h_i the multistep weight is
+  1/(2 r_i) = h_i/(2 h_{i−1}), defined for steps 1..N−2 (the multistep steps);
+  entry 0 is unused.
   """
   xp = _common.xp_of(table)
   ratio = table[1:] / table[:-1]                      # σ_{i+1}/σ_i, 0 on the last step
   log_sigma = xp.log(table[:-1])                      # −λ_i, i < N
   h = log_sigma[:-1] - log_sigma[1:]                  # h_i, i < N − 1
-  half_inv_r = xp.concatenate([xp.zeros_like(h[:1]), h[:-1] / (2 * h[1:])])
+  half_inv_r = xp.concatenate([xp.zeros_like(h[:1]), h[1:] / (2 * h[:-1])])
   return ratio, 1 - ratio, half_inv_r
 
 
 def dpmpp_2m_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
-                     sigma_max=80.0, rho=7.0, sigmas=None, return_trajectory=False):
+                     sigma_max=80.0, rho=7.0, sigmas=None, init=None, return_trajectory=False):
   """DPM-Solver++(2M) (Lu et al. 2022) over Karras levels or a given σ table.
 
   x_0 = latents · σ_0, D_i = D(x_i; σ_i), λ_i = −log σ_i, h_i = λ_{i+1} − λ_i,
@@ -60,6 +61,8 @@ def dpmpp_2m_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.00
     num_steps, sigma_min, sigma_max, rho: Karras levels (Eq. 5) + σ_N = 0, used when
       `sigmas` is None.
     sigmas: optional `(N + 1,)` strictly decreasing levels ending in 0, N >= 2.
+    init: optional NHWC image to start from (SDEdit, headstart): x_0 = init + σ_0 ·
+      latents instead of σ_0 · latents.
     return_trajectory: also return a `Trajectory`.
 
   Returns:
@@ -79,7 +82,7 @@ def dpmpp_2m_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.00
       jnp.asarray(v, dtype) for v in (table, ratio, one_minus_ratio, half_inv_r))
 
   # Step 0: first order.
-  x0 = latents * table[0]
+  x0 = _common.initial_state(latents, table[0], init)
   denoised0 = _common.call_denoiser(denoise, x0, table[0])
   x1 = ratio[0] * x0 + one_minus_ratio[0] * denoised0
 

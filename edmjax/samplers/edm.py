@@ -138,6 +138,7 @@ def solve_from(denoise, x, sigmas, *, solver="heun", key=None, S_churn=0.0, S_mi
       a key, or `x` not 4-D NHWC.
 
   Example:
+    >>> import jax
     >>> from edmjax import oracle, schedules
     >>> denoise = oracle.gaussian_denoiser(0.0, 0.5)
     >>> sigmas = schedules.karras_sigmas(8, sigma_max=2.0)
@@ -156,7 +157,7 @@ def solve_from(denoise, x, sigmas, *, solver="heun", key=None, S_churn=0.0, S_mi
 
 def edm_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
                 sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"),
-                S_noise=1.0, round_sigma=None, return_trajectory=False):
+                S_noise=1.0, round_sigma=None, init=None, return_trajectory=False):
   """The EDM sampler (Karras et al. 2022, Algorithm 2), as NVlabs/edm's `edm_sampler`.
 
   Noise levels (Eq. 5), rounded to what the denoiser supports, with t_N = 0:
@@ -188,6 +189,8 @@ def edm_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
     S_churn, S_min, S_max, S_noise: stochasticity (Algorithm 2); see `solve_from`.
     round_sigma: optional σ ↦ nearest supported σ, applied to the table and to the
       raised levels (NVlabs' `net.round_sigma`); None is the identity.
+    init: optional NHWC image to start from (SDEdit, headstart): x_0 = init + σ_0 ·
+      latents instead of σ_0 · latents (set sigma_max to the starting level).
     return_trajectory: also return a `Trajectory`.
 
   Returns:
@@ -195,10 +198,12 @@ def edm_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
     `(samples, Trajectory)`.
 
   Raises:
-    ValueError: `latents` not 4-D, num_steps < 2, σ_min >= σ_max or not positive,
+    ValueError: `latents` not 4-D, `init` not shaped like them, num_steps < 2,
+      σ_min >= σ_max or not positive,
       ρ <= 0, S_churn < 0, noise without a key, keys not matching the batch.
 
   Example:
+    >>> import jax
     >>> from edmjax import oracle
     >>> denoise = oracle.gaussian_denoiser(0.0, 0.5)
     >>> latents = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
@@ -215,6 +220,7 @@ def edm_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
     _common.check_rounded_levels(steps, sigma_min)
   sigmas = jnp.asarray(schedules.append_zero(steps), dtype)  # t_N = 0
   keys = _common.churn_keys(S_churn, key, latents.shape[0])
-  return _algorithm2(denoise, latents * sigmas[0], sigmas, solver="heun", keys=keys,
+  x = _common.initial_state(latents, sigmas[0], init)
+  return _algorithm2(denoise, x, sigmas, solver="heun", keys=keys,
                      S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
                      round_sigma=round_sigma, return_trajectory=return_trajectory)

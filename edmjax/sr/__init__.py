@@ -8,14 +8,14 @@ samples come from `edm_sampler` or from a *headstart* at σ_start (one-step burs
 arXiv 2507.13607), with the LR consistency PSNR(A(SR), LR) reported with every result.
 
 Modules (images NHWC in [-1, 1]; nothing jitted inside). A function named like its
-module (`degrade.degrade`, `headstart.headstart`, `cascade.cascade`) is reached
-through the module, so that `from edmjax.sr import headstart` is always the module:
+module (`degrade.degrade`, `cascade.cascade`) is reached
+through the module, so that `from edmjax.sr import degrade` is always the module (headstart sampling
+is `edmjax.samplers.headstart`):
 
 * `degrade` (the module; its function is `edmjax.sr.degrade.degrade`): area / bicubic downsampling by 2, 4, 8, blur, noise, consistency,
   colour error, the exact LR-consistency projection.
 * `patches`: HR patches of scikit-image's photographs, one held out.
 * `model`: `SRConfig`, the conditional (residual) denoiser, the SR3 net builder.
-* `headstart`: headstart sampling from u + σ_start·n.
 * `tiling`: overlapping tiles with a smooth blending window (any image size).
 * `inference`: `sr_denoiser`, `super_resolve`, `sr_metrics`.
 * `cascade`: a base generator followed by SR stages, one call.
@@ -29,7 +29,6 @@ from edmjax.sr.degrade import (DegradeConfig, area_downsample, bicubic_downsampl
                                degrade_clean, downsample, gaussian_blur, lr_consistency,
                                mean_colour_error, nearest_upsample, project_consistent,
                                upsample)
-from edmjax.sr.headstart import headstart_nfe, headstart_sigmas
 from edmjax.sr.inference import sr_denoiser, sr_metrics, super_resolve
 from edmjax.sr.model import SRConfig, build_sr_net, condition, make_net_apply, make_sr_denoiser
 from edmjax.sr.tiling import make_tiled_denoiser, tile_starts, tiled_apply
@@ -37,7 +36,7 @@ from edmjax.sr.tiling import make_tiled_denoiser, tile_starts, tiled_apply
 __all__ = [
     "DegradeConfig", "SRConfig", "SRStage", "area_downsample", "bicubic_downsample",
     "build_sr_net", "condition", "degrade_clean", "downsample",
-    "gaussian_blur", "headstart_nfe", "headstart_sigmas", "lr_consistency",
+    "gaussian_blur", "lr_consistency",
     "make_net_apply", "make_sr_denoiser", "make_tiled_denoiser", "mean_colour_error",
     "nearest_upsample", "project_consistent", "sr_denoiser", "sr_metrics", "super_resolve",
     "tile_starts", "tiled_apply", "trained_stage", "upsample",

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from edmjax.sr import degrade
-from edmjax.sr import headstart as headstart_lib
 from edmjax.sr import inference
 
 Array = Any
@@ -79,7 +78,7 @@ def evaluate_image(model, variables, cfg, sigma_data: float, hr: Array, *,
   grid = [(solver, n) for n in steps for solver in solvers if n > 1 or solver == solvers[0]]
   for solver, n in grid:
     fn = run("headstart", n, solver)
-    nfe = headstart_lib.headstart_nfe(n, solver)
+    nfe = samplers.headstart_nfe(n, solver)
     for s in sigma_starts:
       t0 = time.time()
       sr = jax.block_until_ready(fn(jnp.float32(s), key))

@@ -19,10 +19,10 @@ from typing import Any
 import jax.numpy as jnp
 
 from edmjax import _checks
+from edmjax import keys as keys_lib
 from edmjax import samplers
 from edmjax.eval import image_metrics
 from edmjax.sr import degrade
-from edmjax.sr import headstart as headstart_lib
 from edmjax.sr import model as model_lib
 from edmjax.sr import tiling
 
@@ -91,11 +91,11 @@ def super_resolve(denoise, u: Array, key, *, mode: str = "headstart", sigma_star
   if mode == "bicubic":
     out = u
   elif mode == "headstart":
-    out = headstart_lib.headstart(denoise, u, key, sigma_start=sigma_start,
+    out = samplers.headstart(denoise, u, key, sigma_start=sigma_start,
                                   num_steps=num_steps, sigma_min=sigma_min, rho=rho,
                                   solver=solver, S_churn=S_churn)
   else:
-    latents = headstart_lib.start_noise(key, u)
+    latents = keys_lib.start_noise(key, u)
     out = samplers.edm_sampler(denoise, latents, key, num_steps=num_steps,
                                sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
                                S_churn=S_churn)

@@ -49,6 +49,7 @@ import optax
 
 from edmjax import _checks
 from edmjax import losses
+from edmjax import samplers
 from edmjax.data import pipeline
 from edmjax.data import stats
 from edmjax.sr import degrade
@@ -329,7 +330,6 @@ def make_sr_train_step(model, cfg: SRTrainConfig, optimizer=None):
 
 def _strip_fn(model, cfg: SRTrainConfig):
   """jit(params, hr, key) -> NHWC strip rows LR | bicubic | headstart | HR."""
-  from edmjax.sr import headstart  # pylint: disable=g-import-not-at-top
 
   def strip(params, buffers, hr, key):
     lr_img = degrade.degrade_clean(hr, cfg.sr.degrade)
@@ -338,7 +338,7 @@ def _strip_fn(model, cfg: SRTrainConfig):
                                      noise_aug=cfg.sr.noise_aug)
     den = model_lib.make_sr_denoiser(apply, u, residual=cfg.sr.residual,
                                      sigma_data=cfg.loss.sigma_data, sigma_aug=sa)
-    sr = headstart.headstart(den, u, key, sigma_start=cfg.strip_sigma_start,
+    sr = samplers.headstart(den, u, key, sigma_start=cfg.strip_sigma_start,
                              num_steps=cfg.strip_steps)
     near = degrade.nearest_upsample(lr_img, cfg.sr.scale)
     return jnp.stack([near, u, sr, hr], axis=1)  # (B, 4, H, W, C)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edmjax import oracle
-from edmjax.sr import headstart as hs
+from edmjax.samplers import from_image as hs
 
 
 def test_one_step_is_one_denoiser_evaluation():

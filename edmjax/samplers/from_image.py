@@ -1,4 +1,4 @@
-"""Headstart sampling: start from the upsampled low-resolution image, not from noise.
+"""Headstart sampling (from_image): start from an image u at σ_start, not from pure noise.
 
 Full sampling integrates the probability-flow ODE from σ_max ≈ 80, where the state
 is pure noise. For super-resolution the upsampled LR image u already *is* a sample
@@ -34,15 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from edmjax import _checks
-from edmjax import samplers
+from edmjax import keys as keys_lib
 from edmjax import schedules
 from edmjax.samplers import _common
+from edmjax.samplers.edm import solve_from
 
 Array = Any
 
-__all__ = ["headstart_sigmas", "headstart", "headstart_nfe", "start_noise"]
-
-_START = 0x7FFFFFFF  # fold_in data of the starting noise (steps use 0, 1, ...)
+__all__ = ["headstart_sigmas", "headstart", "headstart_nfe"]
 
 
 def headstart_sigmas(sigma_start, num_steps: int, *, sigma_min=0.002, rho=7.0):
@@ -74,18 +73,11 @@ def headstart_nfe(num_steps: int, solver: str = "euler") -> int:
   return 2 * num_steps - 1 if solver == "heun" else num_steps
 
 
-def start_noise(key, u: Array) -> Array:
-  """Unit-Gaussian noise shaped like u: sample b's is normal(fold_in(key_b, 2³¹ − 1))."""
-  _common.check_key_given(key, "the starting noise n")
-  keys = _common.per_sample_keys(key, u.shape[0])
-  return jax.vmap(lambda k: jax.random.normal(
-      jax.random.fold_in(k, _START), u.shape[1:], u.dtype))(keys)
-
-
 def headstart(denoise: Callable[[Array, Array], Array], u: Array, key, *,
               sigma_start, num_steps: int = 1, sigma_min=0.002, rho=7.0,
               solver: str = "euler", noise: Array | None = None, S_churn=0.0,
-              S_min=0.0, S_max=float("inf"), S_noise=1.0, return_trajectory=False):
+              S_min=0.0, S_max=float("inf"), S_noise=1.0, round_sigma=None,
+              return_trajectory=False):
   """Headstart super-resolution: solve the PF-ODE from x_0 = u + σ_start n (NHWC).
 
   Args:
@@ -93,8 +85,8 @@ def headstart(denoise: Callable[[Array, Array], Array], u: Array, key, *,
       `edmjax.sr.model.make_sr_denoiser`).
     u: the starting image (B, H, W, C), typically up_s(x_LR), NHWC.
     key: one key or one key per sample; sample b's starting noise is
-      `normal(fold_in(key_b, 2³¹ − 1), u.shape[1:])` (steps' churn noise uses
-      fold_in(key_b, i) as in every sampler), so a result depends only on its own
+      `keys.start_noise`: `normal(fold_in(key_b, 2³¹ − 1), u.shape[1:])` (steps'
+      churn noise uses fold_in(key_b, i) as in every sampler), so a result depends only on its own
       key. May be None when `noise` is given and S_churn is 0.
     sigma_start: σ_start > 0, the starting noise level (may be traced).
     num_steps: N >= 1 (static); N = 1 is one evaluation D(u + σ_start n; σ_start).
@@ -104,9 +96,12 @@ def headstart(denoise: Callable[[Array, Array], Array], u: Array, key, *,
       default because a few-step Karras table jumps from σ_start straight down to
       σ_min, where Heun's correction re-evaluates the net at σ ≈ σ_min after a large
       step; with our CPU-trained nets that correction halves the step and leaves
-      visible noise (measured: `experiments/SR_README.md`).
+      visible noise (measured: `docs/super_resolution.md`).
     noise: optional unit-Gaussian n (shaped like u) instead of drawing it.
     S_churn, S_min, S_max, S_noise: optional churn (Algorithm 2), see `solve_from`.
+    round_sigma: optional σ ↦ nearest supported σ (a discrete model's
+      `round_sigma`), applied to the table's nonzero levels and to churn's raised
+      levels; None is the identity.
     return_trajectory: also return the solver's `Trajectory`.
 
   Returns:
@@ -116,16 +111,23 @@ def headstart(denoise: Callable[[Array, Array], Array], u: Array, key, *,
     ValueError: σ_start <= 0, num_steps < 1, σ_min >= σ_start, u not NHWC, no key.
 
   Example:
-    >>> u = degrade.upsample(lr, 4)
-    >>> denoise = model.make_sr_denoiser(apply, u, sigma_data=0.1)
+    >>> import jax, jax.numpy as jnp
+    >>> from edmjax import oracle
+    >>> u = jnp.full((2, 8, 8, 3), 0.2)                    # e.g. an upsampled LR image
+    >>> denoise = oracle.gaussian_denoiser(u, 0.1)          # a stand-in conditional D
     >>> sr = jax.jit(lambda u, k: headstart(denoise, u, k, sigma_start=0.3,
-    ...                                     num_steps=2))(u, key)
+    ...                                     num_steps=2))(u, jax.random.key(0))
+    >>> sr.shape
+    (2, 8, 8, 3)
   """
   _checks.check_nhwc("u", u)
   u = _common.float_latents(u)
   sigmas = headstart_sigmas(sigma_start, num_steps, sigma_min=sigma_min, rho=rho)
+  if round_sigma is not None:
+    sigmas = schedules.append_zero(round_sigma(sigmas[:-1]))
+    _common.check_rounded_levels(sigmas[:-1], sigma_min)
   if noise is None:
-    noise = start_noise(key, u)
+    noise = keys_lib.start_noise(key, u)
   elif noise.shape != u.shape:
     raise ValueError(f"noise has shape {noise.shape}; expected u's {u.shape}.")
   sigmas = jnp.asarray(sigmas, u.dtype)
@@ -134,6 +136,6 @@ def headstart(denoise: Callable[[Array, Array], Array], u: Array, key, *,
     # The Euler step x + (0 − σ)(x − D)/σ is D itself: return it without the rounding
     # of x − (x − D) (and without tracing an empty scan).
     return _common.call_denoiser(denoise, x, sigmas[0])
-  return samplers.solve_from(denoise, x, sigmas, solver=solver, key=key, S_churn=S_churn,
+  return solve_from(denoise, x, sigmas, solver=solver, key=key, S_churn=S_churn,
                              S_min=S_min, S_max=S_max, S_noise=S_noise,
                              return_trajectory=return_trajectory)
