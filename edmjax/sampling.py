@@ -57,6 +57,7 @@ import dataclasses
 import math
 from typing import Any, Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -104,6 +105,16 @@ def _positive(name, v):
 
 def _positive_or_none(name, v):
   _num(name, v, positive=True, allow_none=True)
+
+
+def _level_maybe_traced(name, v):
+  """A positive number, or a JAX scalar (traced inside jit: not checked here)."""
+  if isinstance(v, (jax.Array, jax.core.Tracer)):
+    if v.ndim:
+      raise ValueError(f"{name} must be a scalar, got shape {v.shape}.")
+    _checks.check_positive(name, v)  # a no-op when traced
+    return
+  _num(name, v, positive=True)
 
 
 def _nonnegative(name, v):
@@ -533,7 +544,9 @@ def _run_dpmpp_2m(net, latents, key, o, init, traj):
 
 
 @_register("headstart",
-           {"sigma_start": _Opt(0.5, _positive, "starting noise level σ_start"),
+           {"sigma_start": _Opt(0.5, _level_maybe_traced,
+                                "starting noise level σ_start (may be a traced JAX "
+                                "scalar: sweep it without recompiling)"),
             "num_steps": _Opt(1, _int_at_least(1), "steps N (1: one evaluation)"),
             "sigma_min": _RANGE["sigma_min"], "rho": _RANGE["rho"],
             "solver": _Opt("euler", _choice(*samplers.SOLVERS), "euler or heun"),
@@ -545,11 +558,12 @@ def _run_headstart(net, latents, key, o, init, traj):
   if init is None:
     raise ValueError("sampler 'headstart' starts from an image: pass init=... (e.g. the "
                      "upsampled low-resolution image).")
-  if not net.sigma_min <= o["sigma_start"] <= net.sigma_max:
-    raise ValueError(f"sigma_start={o['sigma_start']!r} is outside the noise range the "
+  start = _checks.concrete_value(o["sigma_start"])
+  if start is not None and not net.sigma_min <= float(start) <= net.sigma_max:
+    raise ValueError(f"sigma_start={float(start)!r} is outside the noise range the "
                      f"model supports [{net.sigma_min!r}, {net.sigma_max!r}].")
-  sigma_min = net.sigma_range(o["sigma_min"], o["sigma_start"])[0] \
-      if o["num_steps"] >= 2 else o["sigma_min"]
+  sigma_min = max(float(o["sigma_min"]), net.sigma_min) if o["num_steps"] >= 2 \
+      else o["sigma_min"]
   return samplers.headstart(net, init, key, sigma_start=o["sigma_start"],
                             num_steps=o["num_steps"], sigma_min=sigma_min, rho=o["rho"],
                             solver=o["solver"], noise=latents, S_churn=o["S_churn"],

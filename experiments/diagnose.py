@@ -13,9 +13,11 @@ writes to <workdir>/diagnostics/ (or --out):
                               training image (needs data.holdout > 0 in the config)
   samples.png, summary.json   the samples used, and every summary number
 
-A DDPM ε-model enters the per-σ loss and the EDM-family samplers through the VP
-bridge (edmjax.ddpm.ddpm_as_denoiser); its per-σ loss is weighted by 1/σ², which
-makes it its ε loss. EDM runs use λ(σ) of the EDM loss.
+The run is loaded as a model value (edmjax.train.loop.load_run): a DDPM ε-model
+enters the per-σ loss and the EDM-family samplers through the VP bridge
+(edmjax.ddpm.ddpm_as_denoiser), on the σ range of its table; its per-σ loss is
+weighted by 1/σ², which makes it its ε loss. EDM runs use λ(σ) of the EDM loss
+(edmjax.train.models.loss_weight).
 """
 
 from __future__ import annotations
@@ -63,10 +65,12 @@ def parse_args(argv=None):
   p.add_argument("--num-timesteps", type=int, default=24, metavar="K",
                  help="DDPM timesteps (denser at small t)")
   p.add_argument("--sampler", default=None, metavar="NAME",
-                 help="sampler of the trajectory / memorisation samples: edm, euler, "
-                      "dpmpp_2m, ddpm, ddim (None: edm; ddim for DDPM runs)")
+                 help="sampler of the trajectory / memorisation samples, any name of "
+                      "edmjax.sampling (None: the run's sample-grid sampler)")
   p.add_argument("--num-steps", type=int, default=None, metavar="N",
-                 help="sampler steps (None: the run's sample.num_steps)")
+                 help="sampler steps (None: the sampler's, or the run's grid's)")
+  p.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
+                 help="other sampler option (repeatable)")
   p.add_argument("--num-images", type=int, default=256, metavar="N",
                  help="generated images for the histograms and the memorisation check")
   p.add_argument("--seed", type=int, default=0, metavar="S")
@@ -100,9 +104,22 @@ def main(argv=None):
   if step not in steps:
     print(f"error: no checkpoint at step {step}; available: {steps}.", file=sys.stderr)
     return 2
+  from edmjax import sampling  # pylint: disable=g-import-not-at-top
   is_ddpm = cfg.loss.objective == "ddpm"
-  sampler_name = args.sampler or ("ddim" if is_ddpm else "edm")
-  num_steps = args.num_steps or cfg.sample.num_steps
+  opts = list(args.opt) + ([] if args.num_steps is None else [f"num_steps={args.num_steps}"])
+  try:
+    if args.sampler is None:
+      spec = cfg.sample.spec().replace(**dict(sampling.SamplerSpec.parse(
+          cfg.sample.sampler, opts).options))
+    else:
+      spec = sampling.SamplerSpec.parse(args.sampler, opts)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if spec.name == "headstart":
+    print("error: --sampler headstart starts from an image; choose a sampler that starts "
+          "from noise.", file=sys.stderr)
+    return 2
   out = args.out or os.path.join(args.workdir, "diagnostics")
   outputs = ["loss_per_sigma.csv/.png", "trajectory_hist.csv/.png", "samples.png",
              "summary.json"]
@@ -112,48 +129,34 @@ def main(argv=None):
     outputs.insert(-2, "nearest_neighbours.csv/.png")
   print(f"run       {args.workdir}: objective {cfg.loss.objective}, data {cfg.data.name} "
         f"(holdout {cfg.data.holdout}), checkpoint step {step} of {steps}")
-  print(f"sampler   {sampler_name}, {num_steps} steps, {args.num_images} images")
+  print(f"sampler   {spec!r}, {args.num_images} images")
   print(f"outputs   {out}/: {', '.join(outputs)}")
   if args.dry_run:
     return 0
 
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from edmjax import ddpm, losses  # pylint: disable=g-import-not-at-top
+  from edmjax import keys as keys_lib  # pylint: disable=g-import-not-at-top
   from edmjax.eval import diagnostic_plots as dp  # pylint: disable=g-import-not-at-top
   from edmjax.eval import diagnostics as dg  # pylint: disable=g-import-not-at-top
-  from edmjax.eval import sampling  # pylint: disable=g-import-not-at-top
   from edmjax.train import loop, models, monitor  # pylint: disable=g-import-not-at-top
 
   t0 = time.time()
-  cfg, built, state = loop.load_state(args.workdir, step=step)
-  variables = {"params": state.ema_params, **state.buffers}
+  cfg, model, info = loop.load_run(args.workdir, step=step)
+  variables, model_fn = info.variables, info.model_fn
   data = loop.load_data(cfg)
-  train_images = np.asarray(loop._training_images(data.source))  # pylint: disable=protected-access
-  betas = models.ddpm_betas(cfg.loss) if is_ddpm else None
-  model = built.model
+  train_images = np.asarray(loop.training_images(data.source))
+  eps_model = model.eps  # the ε-model of a DDPM run, else None
   summary = {"workdir": args.workdir, "step": step, "objective": cfg.loss.objective,
-             "kimg": int(state.position) / 1000.0}
-
-  def denoiser(variables):
-    if is_ddpm:
-      return ddpm.ddpm_as_denoiser(models.make_eps_fn(model, variables), betas)
-    return models.make_model_denoiser(model, variables, cfg.loss)
-
-  if is_ddpm:
-    weight = losses.vp_loss_weight
-    lo, hi = sampling.bridge_sigma_range(betas, args.sigma_min, args.sigma_max)
-  elif cfg.loss.objective == "edm":
-    weight = lambda s: losses.edm_loss_weight(s, cfg.loss.sigma_data)  # noqa: E731
-    lo, hi = args.sigma_min, args.sigma_max
-  else:
-    weight, lo, hi = losses.vp_loss_weight, args.sigma_min, args.sigma_max
+             "kimg": info.position / 1000.0}
+  weight = models.loss_weight(cfg.loss)
+  lo, hi = model.sigma_range(args.sigma_min, args.sigma_max)
   sigmas = dg.log_sigma_grid(args.num_sigmas, lo, hi)
   key = jax.random.key(args.seed)
 
   # 1. Loss per σ against the finite-data floor.
   profile = jax.jit(lambda v, k, d: dg.sigma_loss_profile(
-      denoiser(v), k, d, sigmas, args.num_samples, weight=weight))(
+      model_fn(v), k, d, sigmas, args.num_samples, weight=weight))(
           variables, key, train_images)
   dp.write_sigma_loss_csv(os.path.join(out, "loss_per_sigma.csv"), profile)
   dp.plot_sigma_loss(os.path.join(out, "loss_per_sigma.png"),
@@ -168,10 +171,10 @@ def main(argv=None):
         f" at σ = {float(profile.sigma[worst]):.3g}")
 
   # 2. DDPM: predicted ε per timestep.
-  if is_ddpm:
-    ts = dg.ddpm_timestep_grid(args.num_timesteps, len(betas))
+  if eps_model is not None:
+    ts = dg.ddpm_timestep_grid(args.num_timesteps, eps_model.T)
     stats = jax.jit(lambda v, k, d: dg.eps_stats_per_timestep(
-        models.make_eps_fn(model, v), k, d, betas, ts, args.num_samples))(
+        model_fn(v).eps, k, d, eps_model.betas, ts, args.num_samples))(
             variables, key, train_images)
     dp.write_eps_stats_csv(os.path.join(out, "eps_per_timestep.csv"), stats)
     dp.plot_eps_stats(os.path.join(out, "eps_per_timestep.png"), stats)
@@ -185,18 +188,15 @@ def main(argv=None):
           f"t = {summary['eps_per_timestep']['at_t']}")
 
   # 3. Pixel histograms along a sampling trajectory.
-  spec = sampling.SamplerSpec(sampler_name, num_steps=num_steps)
   seeds = np.arange(args.seed, args.seed + args.num_images, dtype=np.uint32)
-  latents, keys = models.seed_latents_and_keys(seeds, data.image_shape)
+  latents, keys = keys_lib.seed_latents_and_keys(seeds, info.image_shape)
+  labels = (seeds % info.label_dim).astype(np.int32) if info.label_dim else None
 
-  def sample(v, latents, keys):
-    if is_ddpm:
-      return sampling.sample_images(spec, latents, keys, eps_fn=models.make_eps_fn(model, v),
-                                    betas=betas, return_trajectory=True)
-    return sampling.sample_images(spec, latents, keys, denoise=denoiser(v),
-                                  return_trajectory=True)
+  def sample(v, latents, keys, labels):
+    return sampling.sample(model_fn(v), latents, keys, spec, class_labels=labels,
+                           return_trajectory=True)
 
-  images, traj = jax.jit(sample)(variables, latents, keys)
+  images, traj = jax.jit(sample)(variables, latents, keys, labels)
   images = np.asarray(images)
   if isinstance(traj, tuple) and hasattr(traj, "denoised"):
     per_step = np.concatenate([np.asarray(traj.denoised), images[None]], axis=0)
@@ -211,7 +211,7 @@ def main(argv=None):
   dp.plot_pixel_histograms(os.path.join(out, "trajectory_hist.png"), hist, levels,
                            level_name=level_name, title=f"pixel values: {what}")
   summary["trajectory"] = {
-      "sampler": spec.label, "nfe": spec.nfe(len(betas) if is_ddpm else 1000),
+      "sampler": spec.label, "nfe": spec.nfe(None if eps_model is None else eps_model.T),
       "what": what, "final_mean": float(hist.mean[-1]), "final_std": float(hist.std[-1]),
       "final_frac_below_-1": float(hist.frac_below[-1]),
       "final_frac_above_1": float(hist.frac_above[-1]),

@@ -83,7 +83,7 @@ def parse_args(argv=None):
 
 
 def _samplers(model: str):
-  from edmjax.eval.sampling import SamplerSpec  # pylint: disable=g-import-not-at-top
+  from edmjax.sampling import SamplerSpec  # pylint: disable=g-import-not-at-top
   if model == "edm":
     return [SamplerSpec("edm", num_steps=18)]
   return [SamplerSpec("ddpm"), SamplerSpec("ddim", num_steps=35),
@@ -153,41 +153,26 @@ def _current_step(workdir):
 
 
 class _Evaluator:
-  """Jitted samplers of one trained model (variables are arguments: no recompiles)."""
+  """Sampling of one trained model (its weights are arguments: one compile per spec)."""
 
   def __init__(self, workdir):
-    import jax  # pylint: disable=g-import-not-at-top
-    from edmjax.eval import sampling  # pylint: disable=g-import-not-at-top
-    from edmjax.train import loop, models  # pylint: disable=g-import-not-at-top
-    self.cfg, built, _ = loop.load_state(workdir)
-    self.model = built.model
-    self.is_ddpm = self.cfg.loss.objective == "ddpm"
-    self.betas = models.ddpm_betas(self.cfg.loss) if self.is_ddpm else None
+    from edmjax.train import loop  # pylint: disable=g-import-not-at-top
     self.workdir = workdir
-    cfg, model, betas = self.cfg, self.model, self.betas
-
-    def sample(spec, variables, latents, keys):
-      if cfg.loss.objective == "ddpm":
-        return sampling.sample_images(spec, latents, keys, betas=betas,
-                                      eps_fn=models.make_eps_fn(model, variables))
-      return sampling.sample_images(
-          spec, latents, keys, denoise=models.make_model_denoiser(model, variables, cfg.loss))
-
-    self.sample = jax.jit(sample, static_argnums=0)
+    self.cfg, self.model, self.info = loop.load_run(workdir)
 
   def variables(self):
     from edmjax.train import loop  # pylint: disable=g-import-not-at-top
-    _, _, state = loop.load_state(self.workdir)
-    return {"params": state.ema_params, **state.buffers}, int(state.step), \
-        int(state.position)
+    _, self.model, self.info = loop.load_run(self.workdir)
+    return self.info.variables, self.info.step, self.info.position
 
 
-def _generate(ev, spec, variables, latents, keys):
-  import jax  # pylint: disable=g-import-not-at-top
+def _generate(ev, spec, variables, seeds):
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from edmjax.train import generate  # pylint: disable=g-import-not-at-top
   c0, w0 = time.process_time(), time.time()
-  images = np.asarray(jax.block_until_ready(ev.sample(spec, variables, latents, keys)))
-  return images, time.process_time() - c0, time.time() - w0
+  images = generate.generate(ev.info.model_fn, seeds, spec, image_shape=ev.info.image_shape,
+                             batch_size=len(seeds), variables=variables)
+  return np.asarray(images), time.process_time() - c0, time.time() - w0
 
 
 def _score(images, classifier):
@@ -225,11 +210,10 @@ def main(argv=None):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from edmjax import losses  # pylint: disable=g-import-not-at-top
-  from edmjax.ddpm import ddpm_as_denoiser  # pylint: disable=g-import-not-at-top
   from edmjax.eval import diagnostic_plots as dp  # pylint: disable=g-import-not-at-top
   from edmjax.eval import diagnostics  # pylint: disable=g-import-not-at-top
   from edmjax.eval import digits_split, load_digits_classifier  # pylint: disable=g-import-not-at-top
-  from edmjax.train import loop, models, monitor  # pylint: disable=g-import-not-at-top
+  from edmjax.train import loop, monitor  # pylint: disable=g-import-not-at-top
 
   os.makedirs(args.out, exist_ok=True)
   say = lambda *a: print(time.strftime("%H:%M:%S"), *a, flush=True)  # noqa: E731
@@ -249,7 +233,6 @@ def main(argv=None):
                      **_score(real, classifier)))
 
   seeds = np.arange(args.seed, args.seed + args.num_images, dtype=np.uint32)
-  image_shape = None
   final = {}
   for m in models_to_run:
     workdir = os.path.join(args.out, m)
@@ -271,20 +254,17 @@ def main(argv=None):
       if not last and clock.cpu >= targets[k + 1]:
         clock.done_points.append(k)  # overshot the next point too: evaluate there only
         continue
-      if image_shape is None:
-        data = loop.load_data(ev.cfg)
-        image_shape = data.image_shape
-      latents, keys = models.seed_latents_and_keys(seeds, image_shape)
       for spec in _samplers(m):
         if spec.name == "ddpm" and not (last or args.ancestral_every_point):
           continue
-        images, s_cpu, s_wall = _generate(ev, spec, variables, latents, keys)
-        row = dict(model=m, sampler=spec.label, nfe=spec.nfe(), step=step,
+        images, s_cpu, s_wall = _generate(ev, spec, variables, seeds)
+        nfe = spec.nfe(None if ev.model.eps is None else ev.model.eps.T)
+        row = dict(model=m, sampler=spec.label, nfe=nfe, step=step,
                    kimg=nimg / 1000.0, train_cpu_min=clock.cpu / 60.0,
                    train_wall_min=clock.wall / 60.0, **_score(images, classifier),
                    sample_cpu_s=s_cpu, sample_wall_s=s_wall)
         rows.append(row)
-        say(f"  {m} {spec.label:15s} ({spec.nfe():4d} NFE) at {clock.cpu / 60:.2f} CPU-min: "
+        say(f"  {m} {spec.label:15s} ({nfe:4d} NFE) at {clock.cpu / 60:.2f} CPU-min: "
             f"FD_digits {row['fd_digits']:.3f}, coverage {row['class_coverage']:.2f} "
             f"[sampling {s_cpu:.0f} CPU-s]")
         if last:
@@ -319,7 +299,7 @@ def main(argv=None):
   if args.sigma_points > 0 and models_to_run:
     profiles = {}
     data = loop.load_data(_config(models_to_run[0], args.overrides))
-    train_images = loop._training_images(data.source)  # pylint: disable=protected-access
+    train_images = loop.training_images(data.source)
     # One weighting for both models: EDM's λ(σ) with σ_data of the training images.
     from edmjax.data import stats  # pylint: disable=g-import-not-at-top
     sigma_data = float(stats.estimate_sigma_data(train_images))
@@ -327,19 +307,12 @@ def main(argv=None):
     for m in models_to_run:
       ev = _Evaluator(os.path.join(args.out, m))
       variables, _, _ = ev.variables()
-      lo = 0.002
-      if ev.is_ddpm:
-        from edmjax.eval.sampling import bridge_sigma_range  # pylint: disable=g-import-not-at-top
-        lo = bridge_sigma_range(ev.betas, 0.002, 80.0)[0]
+      lo = ev.model.sigma_range(0.002, 80.0)[0]  # a DDPM run: its table's lowest level
       sigmas = diagnostics.log_sigma_grid(args.sigma_points, lo, 80.0)
 
       def profile(variables, key, data, ev=ev, sigmas=sigmas):
-        if ev.is_ddpm:
-          denoise = ddpm_as_denoiser(models.make_eps_fn(ev.model, variables), ev.betas)
-        else:
-          denoise = models.make_model_denoiser(ev.model, variables, ev.cfg.loss)
         return diagnostics.sigma_loss_profile(
-            denoise, key, data, sigmas, 256,
+            ev.info.model_fn(variables), key, data, sigmas, 256,
             weight=lambda s: losses.edm_loss_weight(s, sigma_data))
 
       profiles[f"{m} model"] = jax.jit(profile)(variables, jax.random.key(args.seed),

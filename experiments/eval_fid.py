@@ -86,9 +86,18 @@ def parse_args(argv=None):
   f.add_argument("--checkpoint", default=None, metavar="WORKDIR",
                  help="training work directory to sample from")
   f.add_argument("--step", type=int, default=None, metavar="N", help="checkpoint step")
-  f.add_argument("--sampler", default=None, metavar="NAME",
-                 help="edm, euler, dpmpp_2m, ddpm, ddim (None: edm; ddim for DDPM runs)")
-  f.add_argument("--num-steps", type=int, default=18, metavar="N", help="sampler steps")
+  f.add_argument("--sampler", default="edm", metavar="NAME",
+                 help="any sampler of edmjax.sampling (experiments/sample.py "
+                      "--list-samplers); a DDPM run with an EDM-family sampler goes "
+                      "through the VP bridge")
+  f.add_argument("--num-steps", type=int, default=None, metavar="N",
+                 help="sampler steps (None: the sampler's default, 18 for edm)")
+  f.add_argument("--opt", action="append", default=[], metavar="NAME=VALUE",
+                 help="other sampler option (repeatable), e.g. S_churn=10")
+  f.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                 help="on CPU, split the host into N JAX devices for sampling (default: "
+                      "one per core, as many as divide --batch; 0 = leave one device); "
+                      "sample on at most N devices")
   f.add_argument("--num-images", type=int, default=1000, metavar="N")
   f.add_argument("--seed", type=int, default=0, metavar="S", help="first seed")
   f.add_argument("--save-images", default=None, metavar="FILE.npz",
@@ -160,36 +169,27 @@ def cmd_ref(args):
   return 0
 
 
-def _generate(args):
+def _spec(args):
+  """The sampler of `fd` (checked before anything slow)."""
+  from edmjax import sampling  # pylint: disable=g-import-not-at-top
+  opts = list(args.opt) + ([] if args.num_steps is None else [f"num_steps={args.num_steps}"])
+  return sampling.SamplerSpec.parse(args.sampler, opts)
+
+
+def _generate(args, spec):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from edmjax.eval import sampling  # pylint: disable=g-import-not-at-top
-  from edmjax.train import loop, models  # pylint: disable=g-import-not-at-top
-  cfg, built, state = loop.load_state(args.checkpoint, step=args.step)
-  is_ddpm = cfg.loss.objective == "ddpm"
-  spec = sampling.SamplerSpec(args.sampler or ("ddim" if is_ddpm else "edm"),
-                              num_steps=args.num_steps)
-  betas = models.ddpm_betas(cfg.loss) if is_ddpm else None
-  variables = {"params": state.ema_params, **state.buffers}
-  model = built.model
-  image_shape = loop._geometry(cfg)[0]  # pylint: disable=protected-access
-
-  def sample(v, seeds):
-    latents, keys = models.seed_latents_and_keys(seeds, image_shape)
-    if is_ddpm:
-      return sampling.sample_images(spec, latents, keys, eps_fn=models.make_eps_fn(model, v),
-                                    betas=betas)
-    return sampling.sample_images(spec, latents, keys,
-                                  denoise=models.make_model_denoiser(model, v, cfg.loss))
-
-  sample = jax.jit(sample)
-  out = []
-  for s in range(args.seed, args.seed + args.num_images, args.batch):
-    seeds = np.arange(s, min(s + args.batch, args.seed + args.num_images), dtype=np.uint32)
-    out.append(np.asarray(sample(variables, seeds)))
-  nfe = spec.nfe(len(betas) if is_ddpm else 1000)
-  return np.concatenate(out), f"{args.checkpoint} step {int(state.step)}, {spec.label} " \
-      f"({nfe} NFE)"
+  from edmjax.train import generate, loop  # pylint: disable=g-import-not-at-top
+  _, model, info = loop.load_run(args.checkpoint, step=args.step)
+  seeds = np.arange(args.seed, args.seed + args.num_images, dtype=np.int64)
+  labels = (seeds % info.label_dim).astype(np.int32) if info.label_dim else None
+  mesh = (generate.generation_mesh(args.batch, jax.devices()[:args.cpu_devices])
+          if args.cpu_devices else None)
+  images = generate.generate(info.model_fn, seeds, spec, image_shape=info.image_shape,
+                             batch_size=args.batch, class_labels=labels,
+                             variables=info.variables, mesh=mesh, progress=True)
+  nfe = spec.nfe(model.eps.T if model.eps is not None else None)
+  return images, f"{args.checkpoint} step {info.step}, {spec.label} ({nfe} NFE)"
 
 
 def cmd_fd(args):
@@ -200,8 +200,18 @@ def cmd_fd(args):
     print("error: --ref FILE.npz is required with inception features (make one with the "
           "'ref' command).", file=sys.stderr)
     return 2
-  what = (f"{args.num_images} samples of {args.checkpoint} ({args.sampler or 'default'} "
-          f"sampler, {args.num_steps} steps)" if args.checkpoint else f"folder {args.images}")
+  spec = None
+  if args.checkpoint:
+    try:
+      spec = _spec(args)
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    if args.cpu_devices != 0:
+      from edmjax.train import parallel  # pylint: disable=g-import-not-at-top
+      parallel.split_cpu_into_devices(args.batch, max_devices=args.cpu_devices)
+  what = (f"{args.num_images} samples of {args.checkpoint} ({spec!r})" if args.checkpoint
+          else f"folder {args.images}")
   ref_name = args.ref or "the digits classifier's training digits"
   print(f"FD with {args.features} features: {what} vs {ref_name}")
   if args.dry_run:
@@ -211,7 +221,7 @@ def cmd_fd(args):
   net = _network(args)
   t0 = time.time()
   if args.checkpoint:
-    images, what = _generate(args)
+    images, what = _generate(args, spec)
     if args.save_images:
       np.savez(args.save_images, images=images)
   else:

@@ -102,7 +102,7 @@ def main(argv=None):
           f"{len(data.source)} training images of shape {data.image_shape}, "
           f"{data.num_classes} classes, {0 if data.heldout is None else len(data.heldout)} "
           "held out")
-    images = loop._training_images(data.source)  # pylint: disable=protected-access
+    images = loop.training_images(data.source)
     print(f"sigma_data      {stats.estimate_sigma_data(images):.4f} estimated from "
           f"{len(images)} images (config uses {cfg.loss.sigma_data})")
     print(f"devices         {jax.device_count()} x {jax.devices()[0].platform}")

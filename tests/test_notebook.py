@@ -1,9 +1,12 @@
-"""experiments/edm_vs_ddpm.ipynb runs top to bottom (tiny setting) and writes its results."""
+"""experiments/edm_vs_ddpm.ipynb runs top to bottom (tiny setting) and writes its results;
+its sampling cell gives the images experiments/sample.py gives for the same checkpoint."""
 
 import json
 import math
 import os
+import sys
 
+import numpy as np
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -52,4 +55,27 @@ def test_notebook_results_are_finite_numbers(executed):
   code = [c for c in nb.cells if c.cell_type == "code"]
   assert all(c.get("execution_count") for c in code)
   text = "".join(o.get("text", "") for c in code for o in c.get("outputs", []))
-  assert "FD_digits" in text and "heun-18" in text
+  assert "FD_digits" in text and "edm-18" in text
+
+
+@pytest.mark.parametrize("run, sampler, opts", [
+    ("edm", "edm", ["num_steps=3"]), ("ddpm", "ddim", ["num_steps=35"]),
+    ("ddpm", "edm", ["num_steps=18"])])
+def test_notebook_sampling_cell_equals_sample_py_bitwise(executed, tmp_path, run, sampler,
+                                                         opts):
+  """The notebook's images of a run and sampler = sample.py's for the same checkpoint,
+  seeds, batch and device count (the notebook's kernel splits its CPU cores)."""
+  _, out = executed
+  with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+    summary = json.load(f)
+  label = f"{sampler}-{opts[0].split('=')[1]}"
+  want = np.load(os.path.join(out, "images", f"{run}_{label}.npz"))["images"]
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import sample  # pylint: disable=g-import-not-at-top
+  n = summary["num_images"]
+  path = str(tmp_path / "s")
+  argv = ["--workdir", os.path.join(out, f"digits_{run}"), "--seeds", f"0-{n - 1}",
+          "--batch", str(n), "--cpu-devices", str(summary["devices"]), "--sampler",
+          sampler, "--out", path, "--no-progress"]
+  assert sample.main(argv + [a for o in opts for a in ("--opt", o)]) == 0
+  np.testing.assert_array_equal(np.load(path + ".npz")["images"], want)

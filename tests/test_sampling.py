@@ -173,3 +173,24 @@ def test_no_retrace_when_latents_or_keys_change():
   a = run(Z, KEY)
   b = run(Z + 1.0, jax.random.key(3))
   assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("name,steps", [("edm", 12), ("euler", 20), ("dpmpp_2m", 12)])
+def test_bridged_eps_model_samples_like_its_denoiser_on_the_rounded_table(name, steps):
+  """ε* of N(0, 0.5²) through the VP bridge = the Gaussian denoiser on the levels of
+  `sigma_table` (the Karras steps clipped and rounded to the DDPM table)."""
+  betas = ddpm.linear_beta_schedule(1000)
+  den = oracle.gaussian_denoiser(0.0, 0.5)
+  eps = EpsModel(ddpm.ddpm_eps_from_denoiser(den, betas), betas)
+  spec = sampling.SamplerSpec(name, num_steps=steps)
+  z = jax.random.normal(jax.random.key(1), (128, 4, 4, 1))
+  levels = sampling.sigma_table(ddpm.ddpm_as_denoiser(eps), steps, 0.002, 80.0)
+  table = np.asarray(ddpm.ddpm_sigmas(betas), np.float64)
+  assert levels[0] == table[np.argmin(np.abs(table - 80.0))] and levels[-2] == table[0]
+  if name == "dpmpp_2m":
+    want = samplers.dpmpp_2m_sampler(den, z, sigmas=levels)
+  else:
+    want = samplers.solve_from(den, z * levels[0], levels,
+                               solver="euler" if name == "euler" else "heun")
+  np.testing.assert_allclose(np.asarray(sampling.sample(eps, z, None, spec)),
+                             np.asarray(want), atol=2e-4)

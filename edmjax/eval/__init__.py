@@ -48,5 +48,3 @@ from edmjax.eval.diagnostics import sigma_loss_profile
 from edmjax.eval.diagnostics import SigmaLossProfile
 from edmjax.eval.features import feature_network
 from edmjax.eval.features import frechet_distance_to
-from edmjax.eval.sampling import sample_images
-from edmjax.eval.sampling import SamplerSpec

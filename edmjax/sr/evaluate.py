@@ -78,7 +78,7 @@ def evaluate_image(model, variables, cfg, sigma_data: float, hr: Array, *,
   grid = [(solver, n) for n in steps for solver in solvers if n > 1 or solver == solvers[0]]
   for solver, n in grid:
     fn = run("headstart", n, solver)
-    nfe = samplers.headstart_nfe(n, solver)
+    nfe = inference.sr_spec("headstart", num_steps=n, solver=solver).nfe()
     for s in sigma_starts:
       t0 = time.time()
       sr = jax.block_until_ready(fn(jnp.float32(s), key))
@@ -98,9 +98,10 @@ def evaluate_image(model, variables, cfg, sigma_data: float, hr: Array, *,
     sr = jax.block_until_ready(fn(jnp.float32(1.0), jax.random.fold_in(key, k + 1)))
     dt = time.time() - t0
     name = f"full σ_max=80 N={full_steps} seed={k}"
-    rows.append(_row(name, sr, hr, lr, cfg, 2 * full_steps - 1, dt, steps=full_steps))
+    nfe = inference.sr_spec("full", num_steps=full_steps).nfe()
+    rows.append(_row(name, sr, hr, lr, cfg, nfe, dt, steps=full_steps))
     rows.append(_row(name + " + projection", degrade.project_consistent(sr, lr, scale), hr,
-                     lr, cfg, 2 * full_steps - 1, dt, steps=full_steps))
+                     lr, cfg, nfe, dt, steps=full_steps))
     images[name] = sr
     say(f"  {name}: PSNR {rows[-2]['psnr']:.2f} dB, consistency "
         f"{rows[-2]['consistency']:.1f} dB ({dt:.1f} s)")

@@ -3,8 +3,8 @@
 * `sr_denoiser`: D(x; σ | x_LR) of an `SR3UNet` and its variables, optionally tiled
   (`edmjax.sr.tiling`) so that any image size runs through the training patch size.
 * `super_resolve`: one call from x_LR to x_SR by headstart (σ_start, N steps) or by
-  full sampling from σ_max (`edm_sampler`), with the optional LR-consistency
-  projection.
+  full sampling from σ_max (NVlabs' `edm_sampler`), both through
+  `edmjax.sampling.sample` (`sr_spec`), with the optional LR-consistency projection.
 * `sr_metrics`: PSNR and SSIM against the HR image (`edmjax.eval.image_metrics`,
   equal to scikit-image's), the LR consistency PSNR(A(SR), LR) and the mean-colour
   error against the LR input — reported with every result.
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from edmjax import _checks
 from edmjax import keys as keys_lib
-from edmjax import samplers
+from edmjax import sampling
 from edmjax.eval import image_metrics
 from edmjax.sr import degrade
 from edmjax.sr import model as model_lib
@@ -28,7 +28,7 @@ from edmjax.sr import tiling
 
 Array = Any
 
-__all__ = ["MODES", "sr_denoiser", "super_resolve", "sr_metrics"]
+__all__ = ["MODES", "sr_denoiser", "sr_spec", "super_resolve", "sr_metrics"]
 
 MODES = ("bicubic", "headstart", "full")
 
@@ -68,40 +68,59 @@ def sr_denoiser(model, variables, lr: Array, cfg: model_lib.SRConfig, sigma_data
   return denoise, u
 
 
+def sr_spec(mode: str = "headstart", *, sigma_start=0.5, num_steps: int = 2,
+            sigma_min=0.002, sigma_max=80.0, rho=7.0, solver: str = "euler",
+            S_churn=0.0) -> sampling.SamplerSpec | None:
+  """The `SamplerSpec` of an SR mode: 'headstart' (from u at σ_start), 'full' (NVlabs'
+  `edm_sampler` from σ_max, NFE 2N − 1) or 'bicubic' (None: no sampler).
+
+  `sigma_start` may be a traced JAX scalar (a σ_start sweep compiles once).
+  """
+  _checks.check_choice("mode", mode, MODES)
+  if mode == "bicubic":
+    return None
+  if mode == "headstart":
+    return sampling.SamplerSpec("headstart", sigma_start=sigma_start, num_steps=num_steps,
+                                sigma_min=sigma_min, rho=rho, solver=solver,
+                                S_churn=S_churn)
+  return sampling.SamplerSpec("edm", num_steps=num_steps, sigma_min=sigma_min,
+                              sigma_max=sigma_max, rho=rho, S_churn=S_churn)
+
+
 def super_resolve(denoise, u: Array, key, *, mode: str = "headstart", sigma_start=0.5,
                   num_steps: int = 2, sigma_min=0.002, sigma_max=80.0, rho=7.0,
                   solver: str = "euler", S_churn=0.0, project_lr: Array | None = None,
                   scale: int | None = None):
   """x_SR from the condition u by 'headstart', 'full' sampling or 'bicubic' (= u).
 
+  Both samplers run through `edmjax.sampling.sample` (`sr_spec`) with the starting
+  noise n = `keys.start_noise(key, u)`: headstart starts from x_0 = u + σ_start n
+  (`init=u`), full sampling from σ_max n.
+
   Args:
-    denoise: `denoise(x, sigma)` with the condition closed over (`sr_denoiser`).
+    denoise: `denoise(x, sigma)` with the condition closed over (`sr_denoiser`), or
+      an `edmjax.model.Denoiser`.
     u: the upsampled LR image (B, H, W, C), NHWC (headstart's start, the output
       shape of full sampling).
     key: one key or one per sample.
-    mode: 'headstart' (`edmjax.sr.headstart.headstart`: σ_start, N = num_steps,
-      `solver` Euler by default),
-      'full' (`edm_sampler` from σ_max with num_steps, NFE 2N − 1) or 'bicubic'.
+    mode: 'headstart' (σ_start, N = num_steps, `solver` Euler by default), 'full'
+      (NVlabs' `edm_sampler` from σ_max with num_steps, NFE 2N − 1) or 'bicubic'.
     sigma_start, num_steps, sigma_min, sigma_max, rho, solver, S_churn: the sampler.
     project_lr: if given (the LR images), the result is projected onto
       {x : area_downsample(x) = LR} (`degrade.project_consistent`; needs `scale`).
     scale: the SR factor (only for the projection).
   """
-  _checks.check_choice("mode", mode, MODES)
-  if mode == "bicubic":
+  spec = sr_spec(mode, sigma_start=sigma_start, num_steps=num_steps, sigma_min=sigma_min,
+                 sigma_max=sigma_max, rho=rho, solver=solver, S_churn=S_churn)
+  if project_lr is not None and scale is None:
+    raise ValueError("project_lr needs the scale of the area downsampling.")
+  if spec is None:
     out = u
-  elif mode == "headstart":
-    out = samplers.headstart(denoise, u, key, sigma_start=sigma_start,
-                                  num_steps=num_steps, sigma_min=sigma_min, rho=rho,
-                                  solver=solver, S_churn=S_churn)
   else:
-    latents = keys_lib.start_noise(key, u)
-    out = samplers.edm_sampler(denoise, latents, key, num_steps=num_steps,
-                               sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                               S_churn=S_churn)
+    noise = keys_lib.start_noise(key, u)
+    out = sampling.sample(denoise, noise, key, spec,
+                          init=u if spec.name == "headstart" else None)
   if project_lr is not None:
-    if scale is None:
-      raise ValueError("project_lr needs the scale of the area downsampling.")
     out = degrade.project_consistent(out, project_lr, scale)
   return out
 

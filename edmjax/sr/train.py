@@ -49,10 +49,10 @@ import optax
 
 from edmjax import _checks
 from edmjax import losses
-from edmjax import samplers
 from edmjax.data import pipeline
 from edmjax.data import stats
 from edmjax.sr import degrade
+from edmjax.sr import inference
 from edmjax.sr import model as model_lib
 from edmjax.sr import patches
 from edmjax.train import checkpoint
@@ -338,8 +338,9 @@ def _strip_fn(model, cfg: SRTrainConfig):
                                      noise_aug=cfg.sr.noise_aug)
     den = model_lib.make_sr_denoiser(apply, u, residual=cfg.sr.residual,
                                      sigma_data=cfg.loss.sigma_data, sigma_aug=sa)
-    sr = samplers.headstart(den, u, key, sigma_start=cfg.strip_sigma_start,
-                             num_steps=cfg.strip_steps)
+    sr = inference.super_resolve(den, u, key, mode="headstart",
+                                 sigma_start=cfg.strip_sigma_start,
+                                 num_steps=cfg.strip_steps)
     near = degrade.nearest_upsample(lr_img, cfg.sr.scale)
     return jnp.stack([near, u, sr, hr], axis=1)  # (B, 4, H, W, C)
 

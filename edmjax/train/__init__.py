@@ -8,19 +8,24 @@
 * `parallel`: the device mesh, sharded global batches, multi-host initialisation.
 * `checkpoint`: orbax (the only module that calls it).
 * `monitor`: metrics, plots, sample grids, nearest-neighbour distances.
-* `loop`: `train(config, workdir)`.
+* `models`: the network of a config; `run_model(cfg, variables)`, the model value of
+  a trained run (the one place that branches on the objective for sampling).
+* `generate`: `generate.generate(model, seeds, spec, ...)`, per-seed images sharded
+  over the devices (the scripts' and the sample grids' one program).
+* `loop`: `train(config, workdir)`; `load_run(workdir)` for sampling without the data.
 """
 
 from edmjax.train.config import (DataConfig, LossConfig, NetConfig, OptimConfig,
                                  SampleConfig, TrainConfig, apply_overrides, field_names)
-from edmjax.train.loop import TrainingDivergedError, TrainResult, load_state, train
+from edmjax.train.loop import RunInfo, TrainingDivergedError, TrainResult, load_run, train
+from edmjax.train.models import run_model
 from edmjax.train.optim import ema_beta, ema_update, learning_rate, make_optimizer
 from edmjax.train.state import TrainState, count_params, init_state
 from edmjax.train.step import make_train_step
 
 __all__ = [
     "DataConfig", "LossConfig", "NetConfig", "OptimConfig", "SampleConfig", "TrainConfig",
-    "apply_overrides", "field_names", "TrainingDivergedError", "TrainResult", "load_state",
-    "train", "ema_beta", "ema_update", "learning_rate", "make_optimizer", "TrainState",
-    "count_params", "init_state", "make_train_step",
+    "apply_overrides", "field_names", "TrainingDivergedError", "TrainResult", "RunInfo",
+    "load_run", "run_model", "train", "ema_beta", "ema_update", "learning_rate",
+    "make_optimizer", "TrainState", "count_params", "init_state", "make_train_step",
 ]

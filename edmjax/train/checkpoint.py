@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 __all__ = ["NonFiniteStateError", "make_manager", "save", "restore_latest", "restore",
-           "latest_step", "all_steps", "wait", "close", "abstract_like", "is_finite"]
+           "latest_step", "all_steps", "wait", "close", "abstract_like", "is_finite", "load",
+           "load_fields"]
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -115,3 +116,31 @@ def load(workdir: str, target, *, step: int | None = None, keep: int = 3):
   if state is None:
     raise FileNotFoundError(f"{workdir!r} has no checkpoint yet.")
   return state, step
+
+
+def load_fields(workdir: str, target: dict, *, step: int | None = None):
+  """Some fields of the state saved in `workdir` (e.g. {'ema_params': ..., 'buffers': ...}).
+
+  Reads only the named fields of the checkpoint (a partial restore), shaped like
+  `target` (arrays or ShapeDtypeStructs with shardings); the rest of the state
+  (optimizer moments, ...) is never read. Returns `(fields, step)`.
+
+  Raises:
+    FileNotFoundError: naming the folder when it holds no checkpoint (or not `step`).
+  """
+  mgr = make_manager(workdir, keep=1 << 30, async_save=False)
+  try:
+    steps = all_steps(mgr)
+    if step is None:
+      step = max(steps) if steps else None
+    if step is None or step not in steps:
+      raise FileNotFoundError(
+          f"{workdir!r} has no checkpoint" + (" yet." if step is None else
+                                              f" at step {step}; it has {steps}."))
+    item = abstract_like(target)
+    fields = mgr.restore(int(step), args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+  finally:
+    close(mgr)
+  return fields, int(step)

@@ -20,6 +20,7 @@ import typing
 from typing import Any
 
 from edmjax import _checks
+from edmjax import sampling
 
 __all__ = [
     "NetConfig", "DataConfig", "LossConfig", "OptimConfig", "SampleConfig", "TrainConfig",
@@ -68,6 +69,12 @@ class DataConfig:
   `augment_p` > 0 applies EDM's augmentation (`edmjax.data.augmentation`,
   `edm_augment_config(augment_p)`: NVlabs' AugmentPipe) and feeds its 9 labels to
   the net (`augment_dim` 9); 0 disables it.
+
+  `image_shape` (H, W, C) and `num_classes` describe the data the net was built for;
+  like `loss.sigma_data` they are filled in from the data when the run starts (None:
+  not yet known) and saved in the run's config.json, so that a trained run is loaded
+  for sampling without its data (`edmjax.train.loop.load_run`). Set by hand, they
+  are checked against the data.
   """
   name: str = "digits"
   resolution: int | None = None
@@ -78,6 +85,16 @@ class DataConfig:
   seed: int = 0
   cond: bool = False
   augment_p: float = 0.0
+  image_shape: tuple[int, ...] | None = None
+  num_classes: int | None = None
+
+  def __post_init__(self):
+    if self.image_shape is not None and (
+        len(self.image_shape) != 3 or min(self.image_shape) < 1):
+      raise ValueError(f"data.image_shape={self.image_shape} must be (H, W, C) of "
+                       "positive sizes, or None (read from the data).")
+    if self.num_classes is not None:
+      _checks.check_int_at_least("data.num_classes", self.num_classes, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,22 +148,47 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-  """The periodic sample grids (EMA parameters).
+  """The periodic sample grids (EMA parameters), drawn with `edmjax.sampling.sample`.
 
-  `sampler`: 'edm' (`edmjax.samplers.edm_sampler`, Heun, for edm/vp/ve runs) or
-  'ddpm' / 'ddim' (for ddpm runs; `num_steps` is DDIM's). `sigma_max=None` uses 80.
+  `sampler` is any name of `edmjax.sampling.SAMPLER_NAMES` but 'headstart' (the grids
+  start from noise); `num_steps`, `sigma_min`, `sigma_max`, `rho` and `S_churn` are
+  passed to the samplers that have them (None: the sampler's own default, e.g. 18
+  steps from σ = 80 to 0.002 for 'edm', 50 steps for 'ddim') and `options` holds any
+  other option as 'name=value' strings (e.g. ('eta=0.5',)). A
+  DDPM run sampled with an EDM-family sampler goes through the VP bridge, its steps
+  clipped and rounded to the run's σ table, as everywhere else. `spec()` is the
+  `SamplerSpec`; seed s of the grid is seed `seed + s` (`edmjax.keys`).
   """
   sampler: str = "edm"
   num_images: int = 64
-  num_steps: int = 18
-  sigma_min: float = 0.002
-  sigma_max: float | None = 80.0
-  rho: float = 7.0
-  S_churn: float = 0.0
+  num_steps: int | None = None
+  sigma_min: float | None = None
+  sigma_max: float | None = None
+  rho: float | None = None
+  S_churn: float | None = None
   seed: int = 0
+  options: tuple[str, ...] = ()
 
   def __post_init__(self):
-    _checks.check_choice("sample.sampler", self.sampler, ("edm", "ddpm", "ddim"))
+    if self.sampler == "headstart":
+      raise ValueError("sample.sampler='headstart' starts from an image; the sample "
+                       "grids start from noise: choose another sampler.")
+    _checks.check_int_at_least("sample.num_images", self.num_images, 0)
+    self.spec()  # checks the sampler name and every option now
+
+  def spec(self) -> sampling.SamplerSpec:
+    """The `SamplerSpec` of the grids.
+
+    Raises:
+      ValueError: an unknown sampler or a bad option, naming it.
+    """
+    _checks.check_choice("sample.sampler", self.sampler, sampling.SAMPLER_NAMES)
+    has = sampling.SamplerSpec.options_of(self.sampler)
+    fields = {"num_steps": self.num_steps, "sigma_min": self.sigma_min,
+              "sigma_max": self.sigma_max, "rho": self.rho, "S_churn": self.S_churn}
+    given = {k: v for k, v in fields.items() if k in has and v is not None}
+    extra = sampling.SamplerSpec.parse(self.sampler, self.options)
+    return sampling.SamplerSpec(self.sampler, **{**given, **dict(extra.options)})
 
 
 @dataclasses.dataclass(frozen=True)

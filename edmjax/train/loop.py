@@ -8,7 +8,9 @@ never recompile it.
 
 A work directory holds:
 
-  config.json        the resolved config (σ_data estimated from the data when None)
+  config.json        the resolved config: σ_data estimated from the data when None,
+                     the data's image shape and class count (so that `load_run`
+                     builds the model without the data)
   checkpoints/<step> orbax checkpoints of the `TrainState` (last `keep_checkpoints`)
   metrics.jsonl      one JSON object per `log_every` steps
   loss.png           loss and loss per σ bin against kimg
@@ -34,18 +36,26 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from edmjax.data import augmentation
+from edmjax.data import pipeline
+from edmjax.data import sources
+from edmjax.data import stats
+from edmjax.model import Denoiser
 from edmjax.train import checkpoint
+from edmjax.train import generate
 from edmjax.train import models
 from edmjax.train import monitor
 from edmjax.train import optim
 from edmjax.train import parallel
 from edmjax.train import step as step_lib
 from edmjax.train.config import SampleConfig, TrainConfig, from_json, to_dict, to_json
-from edmjax.train.state import TrainState, count_params, init_state
+from edmjax.train.state import TrainState, count_params, init_state, init_variables
 
 __all__ = ["train", "TrainResult", "TrainingDivergedError", "load_data", "resolve_config",
-           "build", "Built", "read_config", "load_state", "DataBundle"]
+           "build", "Built", "read_config", "load_run", "RunInfo", "DataBundle",
+           "training_images", "grid_seeds_and_labels"]
 
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}  # init runs once
 
@@ -87,7 +97,6 @@ class _Subset:
 
 def load_data(cfg: TrainConfig, source=None) -> DataBundle:
   """Loads `cfg.data` (or uses `source`) and splits off the last `holdout` examples."""
-  from edmjax.data import sources  # pylint: disable=g-import-not-at-top
   dc = cfg.data
   if source is None:
     source = sources.load_dataset(dc.name, resolution=dc.resolution, channels=dc.channels,
@@ -111,7 +120,8 @@ def load_data(cfg: TrainConfig, source=None) -> DataBundle:
                     num_classes=int(source.num_classes))
 
 
-def _training_images(source, max_examples: int = 8192) -> np.ndarray:
+def training_images(source, max_examples: int = 8192) -> np.ndarray:
+  """The training images of `source` (NHWC), or `max_examples` evenly spread ones."""
   images = getattr(source, "images", None)
   if images is not None:
     return np.asarray(images)
@@ -121,14 +131,26 @@ def _training_images(source, max_examples: int = 8192) -> np.ndarray:
 
 
 def resolve_config(cfg: TrainConfig, data: DataBundle) -> TrainConfig:
-  """Fills what depends on the data: σ_data (when None) from the training images."""
+  """Fills what depends on the data: σ_data (when None) from the training images, and
+  the data's image shape and class count (`data.image_shape`, `data.num_classes`).
+
+  Raises:
+    ValueError: a class-conditional run on a source without classes, or an
+      `image_shape` / `num_classes` set in the config that the data does not have.
+  """
   if cfg.loss.sigma_data is None:
-    from edmjax.data import stats  # pylint: disable=g-import-not-at-top
-    sigma_data = round(stats.estimate_sigma_data(_training_images(data.source)), 4)
+    sigma_data = round(stats.estimate_sigma_data(training_images(data.source)), 4)
     cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, sigma_data=sigma_data))
   if cfg.data.cond and data.num_classes < 1:
     raise ValueError(f"data.cond=True but the source {cfg.data.name!r} has no classes.")
-  return cfg
+  for name, have in (("image_shape", tuple(data.image_shape)),
+                     ("num_classes", int(data.num_classes))):
+    want = getattr(cfg.data, name)
+    if want is not None and (tuple(want) if name == "image_shape" else want) != have:
+      raise ValueError(f"data.{name}={want} is set, but the data {cfg.data.name!r} has "
+                       f"{name} {have}; leave it None (it is read from the data).")
+  return dataclasses.replace(cfg, data=dataclasses.replace(
+      cfg.data, image_shape=tuple(data.image_shape), num_classes=int(data.num_classes)))
 
 
 class Built(NamedTuple):
@@ -137,9 +159,10 @@ class Built(NamedTuple):
   optimizer: Any
   init: Any      # key data -> TrainState (replicated)
   step: Any      # (state, images, labels) -> (state, metrics)
-  sample: Any    # (variables, seeds, labels) -> images
+  sample: Any    # (variables, seeds, labels) -> images: the `generate` program
   label_dim: int
   augment_dim: int
+  grid_mesh: Any  # the mesh `sample` runs on
 
 
 def _step_key(cfg: TrainConfig) -> TrainConfig:
@@ -148,7 +171,8 @@ def _step_key(cfg: TrainConfig) -> TrainConfig:
       cfg, total_steps=0, log_every=0, checkpoint_every=0, sample_every=0,
       keep_checkpoints=1, max_consecutive_bad_steps=1, sample=SampleConfig(),
       data=dataclasses.replace(cfg.data, name="", split="", data_dir=None, holdout=0,
-                               seed=0, resolution=None, channels=None))
+                               seed=0, resolution=None, channels=None, image_shape=None,
+                               num_classes=None))
 
 
 def build(cfg: TrainConfig, mesh, image_shape, num_classes: int = 0) -> Built:
@@ -162,7 +186,6 @@ def _build(cfg: TrainConfig, sample_cfg: SampleConfig, mesh, image_shape,
   label_dim = num_classes if cfg.data.cond else 0
   augment_fn, augment_dim = None, 0
   if cfg.data.augment_p > 0:
-    from edmjax.data import augmentation  # pylint: disable=g-import-not-at-top
     aug_cfg = augmentation.edm_augment_config(cfg.data.augment_p)
     augment_dim = aug_cfg.augment_dim
 
@@ -187,17 +210,14 @@ def _build(cfg: TrainConfig, sample_cfg: SampleConfig, mesh, image_shape,
   step_jit = jax.jit(train_step, in_shardings=(rep, data_sharding, data_sharding),
                      out_shardings=(rep, rep), donate_argnums=0)
 
-  sample_fn = models.make_sample_fn(model, cfg.loss, sample_cfg,
-                                    dtype=models.compute_dtype(cfg.net))
-
-  def sample(variables, seeds, labels):
-    latents, keys = models.seed_latents_and_keys(seeds, image_shape)
-    class_labels = jax.nn.one_hot(labels, label_dim) if label_dim else None
-    return sample_fn(variables, latents, keys, class_labels)
-
-  sample_jit = jax.jit(sample, out_shardings=rep)
+  run_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+      cfg.data, image_shape=image_shape, num_classes=num_classes))
+  sample = generate.make_generator(models.RunModelFn(run_cfg),
+                                   sample_cfg.spec(), image_shape, mesh=mesh,
+                                   variables_arg=True, labels_arg=label_dim > 0)
   return Built(model=model, optimizer=optimizer, init=init_c, step=step_jit,
-               sample=sample_jit, label_dim=label_dim, augment_dim=augment_dim)
+               sample=sample, label_dim=label_dim, augment_dim=augment_dim,
+               grid_mesh=mesh)
 
 
 def _compile_once(jitted, options, *args):
@@ -211,32 +231,78 @@ def read_config(workdir: str) -> TrainConfig:
     return from_json(f.read())
 
 
-def load_state(workdir: str, *, mesh=None, source=None, step: int | None = None):
-  """(config, built, state) of a run's newest (or given) checkpoint, for sampling.
+class RunInfo(NamedTuple):
+  """What `load_run` read besides the model.
+
+  Attributes:
+    workdir: the run's work directory.
+    step: the checkpoint's step.
+    position: training images seen at that step (NVlabs' `cur_nimg`).
+    image_shape: (H, W, C) of the images the net was built for.
+    label_dim: classes of a class-conditional run (0: unconditional).
+    sigma_data: σ_data of an edm run (the config's), else None.
+    variables: {'params': the EMA parameters, **buffers}: the weights the model
+      closes over.
+    model_fn: `variables -> Denoiser` (`models.RunModelFn` of the config), to
+      pass to `generate.generate(..., variables=info.variables)` so that the
+      weights are arguments of the compiled program.
+  """
+  workdir: str
+  step: int
+  position: int
+  image_shape: tuple
+  label_dim: int
+  sigma_data: float | None
+  variables: Any
+  model_fn: Any
+
+
+def load_run(workdir: str, *, step: int | None = None) -> tuple[TrainConfig, Denoiser, RunInfo]:
+  """(config, model, info) of a run's newest (or given) checkpoint, for sampling.
+
+  Reads only config.json and the EMA parameters and buffers of the checkpoint and
+  builds only the network: no data set, optimizer, augmentation or train step. The
+  model is `models.run_model(cfg, variables)` (NVlabs' preconditioning and σ range
+  of the objective; the VP bridge with the run's σ table for DDPM runs). Runs saved
+  before config.json recorded `data.image_shape` read it from their data once.
 
   Raises:
-    FileNotFoundError: when the work directory has no config or no checkpoint.
+    FileNotFoundError: the work directory has no config.json, no checkpoint or not
+      the given step.
   """
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise FileNotFoundError(f"{workdir!r} has no config.json; is it a training work "
                             "directory (experiments/train.py --workdir)?")
   cfg = read_config(workdir)
-  mesh = mesh or parallel.make_mesh()
-  data = _geometry(cfg, source)
-  built = build(cfg, mesh, data[0], data[1])
-  target = built.init(jax.random.key_data(jax.random.key(cfg.seed)))
-  state, step = checkpoint.load(workdir, target, step=step, keep=cfg.keep_checkpoints)
-  return cfg, built, state
+  if cfg.data.image_shape is None or (cfg.data.cond and cfg.data.num_classes is None):
+    image_shape, num_classes = _data_geometry(cfg)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, image_shape=image_shape, num_classes=num_classes))
+  image_shape, label_dim, augment_dim = models.run_geometry(cfg)
+  net = models.build_run_net(cfg)
+  shapes = jax.eval_shape(lambda k: init_variables(
+      net, k, image_shape, label_dim=label_dim, augment_dim=augment_dim), jax.random.key(0))
+  rep = parallel.replicated_sharding(parallel.make_mesh())
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                        {"ema_params": shapes["params"],
+                         "buffers": {k: v for k, v in shapes.items() if k != "params"},
+                         "position": jax.ShapeDtypeStruct((), jnp.int32)})
+  fields, at = checkpoint.load_fields(workdir, target, step=step)
+  variables = {"params": fields["ema_params"], **fields["buffers"]}
+  model = models.run_model(cfg, variables)
+  info = RunInfo(workdir=workdir, step=at, position=int(fields["position"]),
+                 image_shape=image_shape, label_dim=label_dim,
+                 sigma_data=cfg.loss.sigma_data if cfg.loss.objective == "edm" else None,
+                 variables=variables, model_fn=models.RunModelFn(cfg))
+  return cfg, model, info
 
 
-def _geometry(cfg: TrainConfig, source=None):
-  """(image_shape, num_classes) of the config's data, without loading all of it."""
+def _data_geometry(cfg: TrainConfig):
+  """(image_shape, num_classes) of the config's data, read from the data itself."""
   meta = cfg.data
-  if source is None:
-    from edmjax.data import sources  # pylint: disable=g-import-not-at-top
-    source = sources.load_dataset(meta.name, resolution=meta.resolution,
-                                  channels=meta.channels, split=meta.split,
-                                  data_dir=meta.data_dir)
+  source = sources.load_dataset(meta.name, resolution=meta.resolution,
+                                channels=meta.channels, split=meta.split,
+                                data_dir=meta.data_dir)
   first = source.get(np.arange(1))[0]
   return tuple(first.shape[1:]), int(source.num_classes)
 
@@ -249,7 +315,6 @@ def _bin_labels():
 def _progress(total, initial, enabled):
   if not enabled:
     return None
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
               file=sys.stderr, mininterval=1.0)
 
@@ -309,7 +374,6 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
         f"{len(data.source)} training images {data.image_shape}, "
         f"sigma_data {cfg.loss.sigma_data}, {mesh.devices.size} device(s)")
 
-  from edmjax.data import pipeline  # pylint: disable=g-import-not-at-top
   batches = pipeline.BatchIterator(
       data.source, batch_size=cfg.batch_size, seed=cfg.data.seed,
       position=int(state.position), process_index=jax.process_index(),
@@ -380,23 +444,36 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
         if lead else None
     if lead:
       report = monitor.neighbour_report(samples, data.heldout,
-                                        _training_images(data.source))
+                                        training_images(data.source))
       with open(os.path.join(workdir, "neighbours.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
   return TrainResult(state=state, config=cfg, workdir=workdir, neighbours=report)
 
 
+def grid_seeds_and_labels(sample_cfg: SampleConfig, label_dim: int):
+  """(seeds, labels) of a run's sample grid: seeds `seed, seed + 1, ...` and, for a
+  class-conditional run, labels 0, 1, ..., label_dim − 1, 0, ... (else None)."""
+  n = sample_cfg.num_images
+  seeds = np.arange(sample_cfg.seed, sample_cfg.seed + n, dtype=np.uint32)
+  labels = (np.arange(n) % label_dim).astype(np.int32) if label_dim else None
+  return seeds, labels
+
+
 def _write_samples(built: Built, cfg: TrainConfig, state: TrainState, workdir: str,
                    step: int, lead: bool) -> None:
-  n = cfg.sample.num_images
-  seeds = jnp.arange(cfg.sample.seed, cfg.sample.seed + n, dtype=jnp.uint32)
-  labels = jnp.arange(n, dtype=jnp.int32) % max(built.label_dim, 1)
+  """The grid: `generate.generate` of the EMA model in one batch over the mesh."""
+  seeds, labels = grid_seeds_and_labels(cfg.sample, built.label_dim)
+  n = len(seeds)
+  batch = -(-n // built.grid_mesh.devices.size) * built.grid_mesh.devices.size
   variables = {"params": state.ema_params, **state.buffers}
-  images = np.asarray(jax.device_get(built.sample(variables, seeds, labels)))
+  padded = next(generate.padded_batches(seeds, batch))[0]
+  padded_labels = None if labels is None else next(generate.padded_batches(labels, batch))[0]
+  images = np.asarray(jax.device_get(built.sample(variables, padded, padded_labels)))[:n]
   if lead:
     out = os.path.join(workdir, "samples", f"step_{step:07d}")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    np.savez(out + ".npz", images=images, seeds=np.asarray(seeds), labels=np.asarray(labels))
+    np.savez(out + ".npz", images=images, seeds=seeds,
+             labels=np.zeros(n, np.int32) if labels is None else labels)
     monitor.save_grid(out + ".png", np.clip(images, -1, 1))
 
 

@@ -1,29 +1,66 @@
-"""From a config to a network, a denoiser and a sampler (no jit here).
+"""From a config to a network and to the model value of a trained run (no jit here).
 
 `build_net` turns a :class:`NetConfig` plus the data's shape into a flax module.
 `make_apply` binds the module's calling convention (`model.apply(variables, x,
 noise_labels, class_labels, augment_labels, train=..., rngs=...)`, NHWC);
 `make_model_denoiser` / `make_eps_fn` wrap it as an EDM denoiser D(x; σ) or a DDPM
-ε-model ε(x_t, t) (c_noise = t) for the objective of the config; `make_sample_fn`
-gives `sample(variables, latents, key, class_labels)` for the periodic grids.
+ε-model ε(x_t, t) (c_noise = t) for the objective of the config (the training
+step's view, with dropout and augmentation labels).
+
+`run_model(cfg, variables)` is the one place that turns a trained run into the
+model value every sampler takes (`edmjax.model.Denoiser`), and so the one place
+that branches on the training objective for sampling:
+
+=========  ==================================================  ===================
+objective  model                                               σ range (NVlabs)
+=========  ==================================================  ===================
+edm        EDMPrecond: c_skip x + c_out F(c_in x; ¼ ln σ)       [0, ∞)
+vp         VPPrecond: x − σ F(x/√(1+σ²); (M−1) t(σ))            [σ(ε_t), σ(1)]
+ve         VEPrecond: x + σ F(x; ln(σ/2))                        [σ_min, σ_max] of
+                                                               the loss (0.02, 100)
+ddpm       the VP bridge of the ε-model, rounded to its table  [σ_0, σ_{T−1}]
+=========  ==================================================  ===================
+
+Example (a tiny untrained net; `variables` come from a checkpoint in practice):
+  >>> import jax
+  >>> from edmjax import sampling
+  >>> from edmjax.train import config, models, state
+  >>> cfg = config.TrainConfig(
+  ...     net=config.NetConfig(model_channels=8, channel_mult=(1,), num_blocks=1,
+  ...                          attn_resolutions=()),
+  ...     data=config.DataConfig(image_shape=(8, 8, 1), num_classes=10),
+  ...     loss=config.LossConfig(objective="ddpm"))
+  >>> net = models.build_run_net(cfg)
+  >>> variables = state.init_variables(net, jax.random.key(0), (8, 8, 1))
+  >>> model = models.run_model(cfg, variables)
+  >>> round(model.sigma_min, 4), round(model.sigma_max, 1)   # the DDPM σ table
+  (0.01, 157.4)
+  >>> z = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+  >>> sampling.sample(model, z, spec=sampling.SamplerSpec("euler", num_steps=4)).shape
+  (2, 8, 8, 1)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from edmjax import ddpm
+from edmjax import losses
+from edmjax import nn
 from edmjax import precond
-from edmjax.train.config import LossConfig, NetConfig, SampleConfig
+from edmjax import schedules
+from edmjax.model import Denoiser, EpsModel
+from edmjax.train.config import LossConfig, NetConfig, TrainConfig
 
-__all__ = ["build_net", "compute_dtype", "scalings_fn", "ddpm_betas", "make_apply",
-           "make_model_denoiser", "make_eps_fn", "make_sample_fn", "seed_latents_and_keys",
-           "AUGMENT_DIM"]
+__all__ = ["build_net", "build_run_net", "run_geometry", "compute_dtype", "scalings_fn",
+           "sigma_range", "loss_weight", "ddpm_betas", "make_apply", "make_model_denoiser", "make_eps_fn",
+           "run_model", "RunModelFn", "AUGMENT_DIM"]
 
 AUGMENT_DIM = 9  # NVlabs' AugmentPipe label size
 
@@ -35,7 +72,6 @@ def compute_dtype(net_cfg: NetConfig):
 def build_net(net_cfg: NetConfig, *, img_resolution: int, channels: int,
               label_dim: int = 0, augment_dim: int = 0):
   """The flax module of `net_cfg` for images (img_resolution, img_resolution, channels)."""
-  from edmjax import nn  # pylint: disable=g-import-not-at-top
   common = dict(img_resolution=img_resolution, in_channels=channels, out_channels=channels,
                 label_dim=label_dim, augment_dim=augment_dim,
                 model_channels=net_cfg.model_channels,
@@ -54,6 +90,31 @@ def build_net(net_cfg: NetConfig, *, img_resolution: int, channels: int,
                      resample_filter=(1, 3, 3, 1), **common)
 
 
+def run_geometry(cfg: TrainConfig) -> tuple[tuple[int, int, int], int, int]:
+  """(image_shape, label_dim, augment_dim) of a resolved run's network.
+
+  Raises:
+    ValueError: when `cfg.data.image_shape` or (for a class-conditional run)
+      `cfg.data.num_classes` is not known yet (resolve the config from the data:
+      `edmjax.train.loop.resolve_config`).
+  """
+  dc = cfg.data
+  if dc.image_shape is None or (dc.cond and dc.num_classes is None):
+    raise ValueError("data.image_shape / data.num_classes are None: the config is not "
+                     "resolved from the data yet (edmjax.train.loop.resolve_config; "
+                     "loop.load_run does it for runs saved without them).")
+  label_dim = int(dc.num_classes) if dc.cond else 0
+  augment_dim = AUGMENT_DIM if dc.augment_p > 0 else 0
+  return tuple(int(v) for v in dc.image_shape), label_dim, augment_dim
+
+
+def build_run_net(cfg: TrainConfig):
+  """The flax module of a resolved run (`build_net` on its `run_geometry`)."""
+  image_shape, label_dim, augment_dim = run_geometry(cfg)
+  return build_net(cfg.net, img_resolution=image_shape[0], channels=image_shape[2],
+                   label_dim=label_dim, augment_dim=augment_dim)
+
+
 def scalings_fn(loss_cfg: LossConfig) -> Callable:
   """σ ↦ Scalings of the objective (EDM with its σ_data; VP; VE)."""
   if loss_cfg.objective == "edm":
@@ -68,6 +129,32 @@ def scalings_fn(loss_cfg: LossConfig) -> Callable:
     return precond.ve_scalings
   raise ValueError(f"objective {loss_cfg.objective!r} has no EDM scalings; it is an "
                    "ε-prediction objective (use make_eps_fn).")
+
+
+def sigma_range(loss_cfg: LossConfig) -> tuple[float, float]:
+  """(sigma_min, sigma_max) a network of an edm / vp / ve objective supports.
+
+  NVlabs' preconditioners: EDMPrecond [0, ∞); VPPrecond [σ(ε_t), σ(1)] of its
+  β_d, β_min (σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1)); VEPrecond [σ_min, σ_max].
+  """
+  if loss_cfg.objective == "edm":
+    return 0.0, math.inf
+  if loss_cfg.objective == "vp":
+    lo, hi = (float(schedules.vp_sigma(t, loss_cfg.beta_d, loss_cfg.beta_min))
+              for t in (loss_cfg.epsilon_t, 1.0))
+    return lo, hi
+  if loss_cfg.objective == "ve":
+    return float(loss_cfg.sigma_min), float(loss_cfg.sigma_max)
+  raise ValueError(f"objective {loss_cfg.objective!r} is an ε-model; its range is its σ "
+                   "table (edmjax.ddpm.ddpm_as_denoiser).")
+
+
+def loss_weight(loss_cfg: LossConfig) -> Callable:
+  """σ ↦ λ(σ) of the objective: EDM's (σ² + σ_d²)/(σ σ_d)², else 1/σ² (VP, VE, and
+  DDPM's ε loss seen through the VP bridge)."""
+  if loss_cfg.objective == "edm":
+    return functools.partial(losses.edm_loss_weight, sigma_data=loss_cfg.sigma_data)
+  return losses.vp_loss_weight
 
 
 def ddpm_betas(loss_cfg: LossConfig) -> np.ndarray:
@@ -107,56 +194,55 @@ def make_eps_fn(model, variables, *, dtype=None, **kwargs):
   return eps_fn
 
 
-def make_sample_fn(model, loss_cfg: LossConfig, sample_cfg: SampleConfig, *,
-                   dtype=None) -> Callable[..., Any]:
-  """`sample(variables, latents, key, class_labels=None) -> images` (not jitted).
+def run_model(cfg: TrainConfig, variables, *, dtype=None) -> Denoiser:
+  """The model value of a trained run: its network with `variables`, ready to sample.
 
-  edm / vp / ve runs use `edmjax.samplers.edm_sampler` (Heun, `num_steps`), DDPM runs
-  `ddpm_sampler` (all T steps) or `ddim_sampler` (`num_steps`). `key` is one key or
-  one per sample; `latents` are unit Gaussian NHWC.
-  """
-  is_ddpm = loss_cfg.objective == "ddpm"
-  if is_ddpm and sample_cfg.sampler == "edm":
-    sample_cfg = SampleConfig(**{**sample_cfg.__dict__, "sampler": "ddim"})
-  if not is_ddpm and sample_cfg.sampler != "edm":
-    raise ValueError(f"sample.sampler={sample_cfg.sampler!r} needs a ddpm objective; "
-                     f"loss.objective={loss_cfg.objective!r} samples with 'edm'.")
-
-  def sample(variables, latents, key, class_labels=None):
-    if is_ddpm:
-      eps_fn = make_eps_fn(model, variables, dtype=dtype, class_labels=class_labels)
-      betas = ddpm_betas(loss_cfg)
-      if sample_cfg.sampler == "ddpm":
-        return ddpm.ddpm_sampler(eps_fn, latents, key, betas)
-      return ddpm.ddim_sampler(eps_fn, latents, betas, num_steps=sample_cfg.num_steps,
-                               key=key)
-    from edmjax import samplers  # pylint: disable=g-import-not-at-top
-    denoise = make_model_denoiser(model, variables, loss_cfg, dtype=dtype,
-                                  class_labels=class_labels)
-    sigma_max = 80.0 if sample_cfg.sigma_max is None else sample_cfg.sigma_max
-    return samplers.edm_sampler(denoise, latents, key, num_steps=sample_cfg.num_steps,
-                                sigma_min=sample_cfg.sigma_min, sigma_max=sigma_max,
-                                rho=sample_cfg.rho, S_churn=sample_cfg.S_churn)
-
-  return sample
-
-
-def seed_latents_and_keys(seeds, image_shape):
-  """Per-seed unit Gaussian latents and sampler keys (NHWC), as NVlabs' generate.py.
-
-  Seed s gives latents normal(fold_in(key(s), 0)) and the sampler's key
-  fold_in(key(s), 1), so an image depends on its seed only, not on the batch it
-  is drawn in, the batch size or the device count.
+  The one place that turns a run into a model (see the module docstring): edm, vp and
+  ve runs are `Denoiser`s with NVlabs' preconditioning and σ range
+  (`sigma_range`); DDPM runs are the VP bridge of their ε-model
+  (`ddpm.ddpm_as_denoiser`), which carries the run's σ table (range and rounding)
+  and the ε-model itself for 'ddpm' / 'ddim'. Evaluation mode (no dropout), no
+  augmentation labels; class-conditional runs take one-hot labels (None: NVlabs'
+  zeros).
 
   Args:
-    seeds: (n,) integer array.
-    image_shape: (H, W, C).
+    cfg: a resolved `TrainConfig` (`data.image_shape` known; `loss.sigma_data` a
+      number for edm runs).
+    variables: {'params': ..., **buffers} (usually the EMA parameters).
+    dtype: compute dtype of the network (default: `cfg.net.dtype`).
 
   Returns:
-    (latents (n, H, W, C) float32, keys (n,) typed keys).
+    An `edmjax.model.Denoiser`.
   """
-  base = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-  latents = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0),
-                                                 tuple(image_shape), jnp.float32))(base)
-  keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(base)
-  return latents, keys
+  net = build_run_net(cfg)
+  _, label_dim, _ = run_geometry(cfg)
+  dtype = compute_dtype(cfg.net) if dtype is None else dtype
+  if cfg.loss.objective == "ddpm":
+    def eps(x_t, t, class_labels=None):
+      return make_eps_fn(net, variables, dtype=dtype, class_labels=class_labels)(x_t, t)
+
+    fn = eps if label_dim else (lambda x_t, t: eps(x_t, t))
+    return ddpm.ddpm_as_denoiser(EpsModel(fn, ddpm_betas(cfg.loss), label_dim=label_dim))
+
+  def denoise(x, sigma, class_labels=None):
+    return make_model_denoiser(net, variables, cfg.loss, dtype=dtype,
+                               class_labels=class_labels)(x, sigma)
+
+  lo, hi = sigma_range(cfg.loss)
+  fn = denoise if label_dim else (lambda x, sigma: denoise(x, sigma))
+  return Denoiser(fn, sigma_min=lo, sigma_max=hi, label_dim=label_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunModelFn:
+  """`variables -> run_model(cfg, variables, dtype=dtype)`, hashable by its config.
+
+  What `edmjax.train.generate.generate(..., variables=...)` takes to keep the weights
+  arguments of its compiled program; equal configs give equal values, so one
+  compiled program serves every checkpoint of a run.
+  """
+  cfg: TrainConfig
+  dtype: Any = None
+
+  def __call__(self, variables) -> Denoiser:
+    return run_model(self.cfg, variables, dtype=self.dtype)
