@@ -115,7 +115,7 @@ def linear_baseline(cfg, k):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from edmjax.sr import degrade  # pylint: disable=g-import-not-at-top
   from edmjax.sr import inference  # pylint: disable=g-import-not-at-top
-  from edmjax.sr import patches  # pylint: disable=g-import-not-at-top
+  from edmjax.data import patches  # pylint: disable=g-import-not-at-top
   from edmjax.sr import train as sr_train  # pylint: disable=g-import-not-at-top
   s = cfg.sr.scale
 

@@ -130,9 +130,9 @@ def parse_args(argv=None):
 
 def evaluate_unseen(workdir, cfg, model, variables, *, tile, overlap, sigma_start=0.2):
   """eval/unseen.md and eval/unseen.json: bicubic vs one-step headstart on every photograph
-  of `edmjax.sr.patches` that the run did not train on (the held-out one included)."""
+  of `edmjax.data.patches` that the run did not train on (the held-out one included)."""
   from edmjax.sr import evaluate as sr_evaluate  # pylint: disable=g-import-not-at-top
-  from edmjax.sr import patches  # pylint: disable=g-import-not-at-top
+  from edmjax.data import patches  # pylint: disable=g-import-not-at-top
   train, _ = patches.photo_split(cfg.data.holdout, cfg.data.photo_set)
   multiple = cfg.sr.scale * 2 ** (len(cfg.net.channel_mult) - 1)
   images = {n: patches.crop_to_multiple(patches.load_photograph(n), multiple)

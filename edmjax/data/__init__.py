@@ -1,5 +1,9 @@
 """edmjax.data: image sources, deterministic batching, σ statistics, augmentation.
 
+Modules: `sources` (digits, LFW, TFDS, image folders), `pipeline` (the batch stream
+whose whole state is one position), `stats` (σ_data), `augmentation` (NVlabs'
+AugmentPipe), `patches` (HR patches of scikit-image's photographs, for SR).
+
 Images are NHWC float32 in [-1, 1] everywhere; labels are int32 class indices.
 
 Example:

@@ -14,13 +14,13 @@ is `edmjax.samplers.headstart`):
 
 * `degrade` (the module; its function is `edmjax.sr.degrade.degrade`): area / bicubic downsampling by 2, 4, 8, blur, noise, consistency,
   colour error, the exact LR-consistency projection.
-* `patches`: HR patches of scikit-image's photographs, one held out.
 * `model`: `SRConfig`, the conditional (residual) denoiser, the SR3 net builder.
 * `tiling`: overlapping tiles with a smooth blending window (any image size).
 * `inference`: `sr_denoiser`, `super_resolve`, `sr_metrics`.
 * `cascade`: a base generator followed by SR stages, one call.
-* `train`: the SR training step and loop on `edmjax.train`'s optimizer, EMA and
-  checkpoints.
+* `train`: SR training: its config, data pairs (HR patches of scikit-image's
+  photographs, `edmjax.data.patches`), step and strip hook, on the generic loop of
+  `edmjax.train.runner`.
 * `evaluate`: the σ_start × NFE table on a held-out image.
 """
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import jax
@@ -54,12 +53,13 @@ from edmjax.data import stats
 from edmjax.sr import degrade
 from edmjax.sr import inference
 from edmjax.sr import model as model_lib
-from edmjax.sr import patches
+from edmjax.data import patches
 from edmjax.train import checkpoint
 from edmjax.train import config as config_lib
 from edmjax.train import monitor
 from edmjax.train import optim
 from edmjax.train import parallel
+from edmjax.train import runner
 from edmjax.train.config import LossConfig, NetConfig, OptimConfig
 from edmjax.train.state import TrainState
 from edmjax.train.step import apply_gradients
@@ -74,7 +74,7 @@ class SRDataConfig:
   """HR training data.
 
   Attributes:
-    name: 'photos' (patches of scikit-image's photographs, `edmjax.sr.patches`, one
+    name: 'photos' (patches of scikit-image's photographs, `edmjax.data.patches`, one
       held out) or any `edmjax.data.load_dataset` name ('lfw_subset', 'digits',
       'folder:<path>', ...), whose images are the HR targets.
     patch: HR patch side for 'photos' (the net's training size).
@@ -361,7 +361,7 @@ def _say(log):
 
 def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=print,
              source=None):
-  """Trains (or resumes) an SR3 run in `workdir`.
+  """Trains (or resumes) an SR3 run in `workdir` (the loop of `edmjax.train.runner`).
 
   Writes `config.json` (σ_data resolved), `checkpoints/<step>` (orbax, via
   `edmjax.train.checkpoint`), `metrics.jsonl`, `loss.png` and
@@ -385,22 +385,19 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
     else:
       sd = round(estimate_sr_sigma_data(source, cfg), 4)
     cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, sigma_data=sd))
-  with open(cfg_path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(config_lib.to_json(cfg))
-  os.replace(cfg_path + ".tmp", cfg_path)
+  runner.write_text(cfg_path, config_lib.to_json(cfg))
 
   first = source.get(np.arange(1))[0]
   image_shape = tuple(first.shape[1:])
   model = model_lib.build_sr_net(cfg.net, patch=image_shape[0], channels=image_shape[2],
                                  noise_aug=cfg.sr.noise_aug)
   optimizer = optim.make_optimizer(cfg.optim)
-  state = jax.jit(lambda k: init_sr_state(model, optimizer, k, image_shape,
-                                          noise_aug=cfg.sr.noise_aug))(
-      jax.random.key_data(jax.random.key(cfg.seed)))
-  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
-  restored, at = checkpoint.restore_latest(mgr, state)
-  if restored is not None:
-    state = restored
+  init = jax.jit(lambda k: init_sr_state(model, optimizer, k, image_shape,
+                                         noise_aug=cfg.sr.noise_aug))
+  state, mgr, at = runner.start(
+      workdir, lambda: init(jax.random.key_data(jax.random.key(cfg.seed))),
+      keep=cfg.keep_checkpoints)
+  if at is not None:
     say(f"resumed from {workdir}/checkpoints/{at}")
   else:
     n_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
@@ -411,71 +408,71 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
   state = parallel.replicate(state, mesh)
   step_fn = jax.jit(make_sr_train_step(model, cfg, optimizer), in_shardings=(rep, rows),
                     out_shardings=(rep, rep), donate_argnums=0)
-  strip = _strip_fn(model, cfg)
-  strip_hr = None
-  if held is not None and cfg.sample_every >= 0:
-    ph = image_shape[0]
-    h, w = held.shape[1], held.shape[2]
-    tops = [(h - ph) // 2, (h - ph) // 4]
-    lefts = [(w - ph) // 2, (w - ph) // 4]
-    strip_hr = np.concatenate([held[:1, t:t + ph, l:l + ph] for t in tops for l in lefts])
-
   batches = pipeline.BatchIterator(source, batch_size=cfg.batch_size, seed=cfg.data.seed,
                                    position=int(state.position))
   writer = monitor.MetricsWriter(os.path.join(workdir, "metrics.jsonl"))
-  bar = None
-  step = int(state.step)
-  if progress:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=cfg.total_steps, initial=step, unit="step", dynamic_ncols=True,
-               file=sys.stderr, mininterval=1.0)
   t_start = time.time()
-  sums, n_sum, t_log = 0.0, 0, time.time()
+  clock = {"step": None, "time": t_start}  # the last log line's step and time
+
+  def log_metrics(b):
+    host = jax.device_get(b.metrics)
+    if int(host["skipped_total"]) and not bool(host["finite"]):
+      say(f"step {b.step}: non-finite loss, update skipped "
+          f"({int(host['skipped_total'])} so far)")
+    now = time.time()
+    rec = {k: float(v) for k, v in host.items()}
+    rec.update(step=b.step, kimg=batches.position / 1000, time=now,
+               elapsed_s=now - t_start,
+               steps_per_sec=None if clock["step"] is None else
+               (b.step - clock["step"]) / max(now - clock["time"], 1e-9))
+    clock.update(step=b.step, time=now)
+    writer.write(rec)
+    if b.progress is not None:
+      b.progress.set_postfix(loss=f"{rec['loss']:.4f}")
+
+  hooks = [runner.Hook(log_metrics, every=max(cfg.log_every, 1)),
+           runner.checkpoint_hook(mgr, every=cfg.checkpoint_every)]
+  if held is not None and cfg.sample_every >= 0:
+    hooks.append(runner.Hook(_strip_hook(model, cfg, held, image_shape[0], workdir),
+                             every=cfg.sample_every))
+
+  def out_of_time(step):
+    return cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes
+
   try:
-    while step < cfg.total_steps:
-      batch = next(batches)
-      state, metrics = step_fn(state, parallel.global_batch(batch.images, mesh))
-      step += 1
-      out_of_time = cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes
-      last = step == cfg.total_steps or out_of_time
-      if bar is not None:
-        bar.update(1)
-      if step % max(cfg.log_every, 1) == 0 or last:
-        host = jax.device_get(metrics)
-        if int(host["skipped_total"]) and not bool(host["finite"]):
-          say(f"step {step}: non-finite loss, update skipped "
-              f"({int(host['skipped_total'])} so far)")
-        now = time.time()
-        rec = {k: float(v) for k, v in host.items()}
-        rec.update(step=step, kimg=batches.position / 1000, time=now,
-                   elapsed_s=now - t_start,
-                   steps_per_sec=(step - n_sum) / max(now - t_log, 1e-9) if n_sum else None)
-        n_sum, t_log = step, now
-        writer.write(rec)
-        if bar is not None:
-          bar.set_postfix(loss=f"{rec['loss']:.4f}")
-      if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
-        checkpoint.save(mgr, step, state)
-      if strip_hr is not None and ((cfg.sample_every and step % cfg.sample_every == 0)
-                                   or last):
-        rows = np.asarray(strip(state.ema_params, state.buffers, jnp.asarray(strip_hr),
-                                jax.random.key(0)))
-        n, k = rows.shape[:2]
-        monitor.save_grid(os.path.join(workdir, "strips", f"step_{step:07d}.png"),
-                          np.clip(rows.reshape((n * k,) + rows.shape[2:]), -1, 1), cols=k)
-      if out_of_time:
-        say(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached")
-        break
+    state, step = runner.run(
+        state, lambda st, hr: step_fn(st, parallel.global_batch(hr, mesh)),
+        lambda: next(batches).images, end=cfg.total_steps, hooks=hooks, stop=out_of_time,
+        progress=runner.progress_bar(cfg.total_steps, int(state.step), progress))
   finally:
     checkpoint.close(mgr)
     writer.close()
-    if bar is not None:
-      bar.close()
-  monitor.plot_losses([dict(r, kimg=r["kimg"]) for r in monitor.read_metrics(
-      os.path.join(workdir, "metrics.jsonl"))], os.path.join(workdir, "loss.png"))
+  if step < cfg.total_steps:
+    say(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached")
+  monitor.plot_losses(monitor.read_metrics(os.path.join(workdir, "metrics.jsonl")),
+                      os.path.join(workdir, "loss.png"))
   with open(os.path.join(workdir, "train_time.json"), "w", encoding="utf-8") as f:
     json.dump({"steps": step, "seconds_this_call": time.time() - t_start}, f)
   return state, cfg
+
+
+def _strip_hook(model, cfg: SRTrainConfig, held, patch: int, workdir: str):
+  """The SR run's evaluation hook: headstart strips of four fixed held-out crops."""
+  strip = _strip_fn(model, cfg)
+  h, w = held.shape[1], held.shape[2]
+  tops = [(h - patch) // 2, (h - patch) // 4]
+  lefts = [(w - patch) // 2, (w - patch) // 4]
+  strip_hr = jnp.asarray(np.concatenate([held[:1, t:t + patch, l:l + patch]
+                                         for t in tops for l in lefts]))
+
+  def write(b):
+    rows = np.asarray(strip(b.state.ema_params, b.state.buffers, strip_hr,
+                            jax.random.key(0)))
+    n, k = rows.shape[:2]
+    monitor.save_grid(os.path.join(workdir, "strips", f"step_{b.step:07d}.png"),
+                      np.clip(rows.reshape((n * k,) + rows.shape[2:]), -1, 1), cols=k)
+
+  return write
 
 
 def load_sr(workdir: str, *, step: int | None = None):

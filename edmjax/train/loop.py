@@ -29,14 +29,12 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from edmjax.data import augmentation
 from edmjax.data import pipeline
@@ -49,6 +47,7 @@ from edmjax.train import models
 from edmjax.train import monitor
 from edmjax.train import optim
 from edmjax.train import parallel
+from edmjax.train import runner
 from edmjax.train import step as step_lib
 from edmjax.train.config import SampleConfig, TrainConfig, from_json, to_dict, to_json
 from edmjax.train.state import TrainState, count_params, init_state, init_variables
@@ -312,13 +311,6 @@ def _bin_labels():
   return [f"σ<{e[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(e[:-1], e[1:])] + [f"σ>{e[-1]:g}"]
 
 
-def _progress(total, initial, enabled):
-  if not enabled:
-    return None
-  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-              file=sys.stderr, mininterval=1.0)
-
-
 def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | None = None,
           progress: bool = True, mesh=None, log=print) -> TrainResult:
   """Trains (or resumes) a run in `workdir`; see the module docstring for the outputs.
@@ -356,17 +348,14 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
     if changed:
       say(f"note: config differs from {config_path} in {changed}; using the new one.")
   if lead:
-    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(to_json(cfg))
-    os.replace(config_path + ".tmp", config_path)
+    runner.write_text(config_path, to_json(cfg))
 
   built = build(cfg, mesh, data.image_shape, data.num_classes)
   t0 = time.time()
-  state = built.init(jax.random.key_data(jax.random.key(cfg.seed)))
-  mgr = checkpoint.make_manager(workdir, keep=cfg.keep_checkpoints)
-  restored, at = checkpoint.restore_latest(mgr, state)
-  if restored is not None:
-    state = restored
+  state, mgr, at = runner.start(
+      workdir, lambda: built.init(jax.random.key_data(jax.random.key(cfg.seed))),
+      keep=cfg.keep_checkpoints)
+  if at is not None:
     say(f"resumed from {workdir}/checkpoints/{at} (step {at}, "
         f"{int(state.position) / 1000:.1f} kimg)")
   else:
@@ -378,60 +367,30 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
       data.source, batch_size=cfg.batch_size, seed=cfg.data.seed,
       position=int(state.position), process_index=jax.process_index(),
       process_count=jax.process_count())
-  step = int(state.step)
   end = cfg.total_steps if stop_at_step is None else min(cfg.total_steps, stop_at_step)
   writer = monitor.MetricsWriter(os.path.join(workdir, "metrics.jsonl")) if lead else None
-  bar = _progress(cfg.total_steps, step, progress and lead)
-  labels_bins = _bin_labels()
-  acc = _Accumulator()
-  t_log, n_log = time.time(), 0
-  compile_s = None
-  pending = None
+  metrics_log = _MetricsLog(cfg, writer, batches, t0, say)
 
-  def every(n):
-    return n > 0 and step % n == 0
+  def next_batch():
+    batch = next(batches)
+    return parallel.global_batch((batch.images, batch.labels), mesh)
 
+  hooks = [runner.Hook(metrics_log.sync, every=n) for n in
+           sorted({cfg.log_every, cfg.checkpoint_every, cfg.sample_every} - {0})]
+  hooks = hooks or [runner.Hook(metrics_log.sync)]
+  hooks += [runner.Hook(metrics_log.write, every=cfg.log_every),
+            runner.checkpoint_hook(mgr, every=cfg.checkpoint_every)]
+  if cfg.sample.num_images > 0:
+    hooks.append(runner.Hook(lambda b: _write_samples(built, cfg, b.state, workdir, b.step,
+                                                      lead),
+                             every=cfg.sample_every, at_end=end == cfg.total_steps))
   try:
-    while step < end:
-      batch = batches.__next__()
-      images, labels = parallel.global_batch((batch.images, batch.labels), mesh)
-      state, metrics = built.step(state, images, labels)
-      step += 1
-      n_log += cfg.batch_size
-      if pending is not None:
-        _check(acc.add(pending), cfg)
-      pending = metrics
-      boundary = step == end or every(cfg.log_every) or every(cfg.checkpoint_every) or \
-          every(cfg.sample_every)
-      if not boundary:
-        if bar is not None:
-          bar.update(1)
-        continue
-      host = acc.add(pending)
-      pending = None
-      if compile_s is None:
-        compile_s = time.time() - t0
-        say(f"first step (init + compile) done after {compile_s:.1f} s")
-      _check(host, cfg)
-      if bar is not None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{host['loss']:.4f}", skipped=int(host["skipped_total"]))
-      if step == end or every(cfg.log_every):
-        now = time.time()
-        record = acc.flush(step=step, kimg=batches.position / 1000, bins=labels_bins)
-        record["images_per_sec"] = n_log / max(now - t_log, 1e-9)
-        record["time"] = now
-        if writer is not None:
-          writer.write(record)
-        t_log, n_log = now, 0
-      if step == end or every(cfg.checkpoint_every):
-        checkpoint.save(mgr, step, state)
-      if (every(cfg.sample_every) or step == cfg.total_steps) and cfg.sample.num_images > 0:
-        _write_samples(built, cfg, state, workdir, step, lead)
+    state, step = runner.run(
+        state, lambda st, batch: built.step(st, *batch), next_batch, end=end, hooks=hooks,
+        on_step=metrics_log.on_step,
+        progress=runner.progress_bar(cfg.total_steps, int(state.step), progress and lead))
   finally:
     checkpoint.close(mgr)
-    if bar is not None:
-      bar.close()
     if writer is not None:
       writer.close()
   if lead:
@@ -448,6 +407,51 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
       with open(os.path.join(workdir, "neighbours.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
   return TrainResult(state=state, config=cfg, workdir=workdir, neighbours=report)
+
+
+class _MetricsLog:
+  """The main loop's metrics: fetched one step late (no device sync per step), summed
+  between log lines, checked for divergence, written to metrics.jsonl."""
+
+  def __init__(self, cfg: TrainConfig, writer, batches, t0: float, say):
+    self.cfg, self.writer, self.batches, self.t0, self.say = cfg, writer, batches, t0, say
+    self.acc = _Accumulator()
+    self.bins = _bin_labels()
+    self.pending = None
+    self.synced_at = None
+    self.compile_s = None
+    self.t_log, self.n_log = time.time(), 0
+
+  def on_step(self, step: int, metrics) -> None:
+    """Every step: add the previous step's metrics (already computed) and check them."""
+    self.n_log += self.cfg.batch_size
+    if self.pending is not None:
+      _check(self.acc.add(self.pending), self.cfg)
+    self.pending = metrics
+
+  def sync(self, b: runner.Boundary) -> None:
+    """At a boundary: this step's metrics too, the check, and the progress bar."""
+    if self.synced_at == b.step:
+      return
+    self.synced_at = b.step
+    host = self.acc.add(self.pending)
+    self.pending = None
+    if self.compile_s is None:
+      self.compile_s = time.time() - self.t0
+      self.say(f"first step (init + compile) done after {self.compile_s:.1f} s")
+    _check(host, self.cfg)
+    if b.progress is not None:
+      b.progress.set_postfix(loss=f"{host['loss']:.4f}", skipped=int(host["skipped_total"]))
+
+  def write(self, b: runner.Boundary) -> None:
+    self.sync(b)
+    now = time.time()
+    record = self.acc.flush(step=b.step, kimg=self.batches.position / 1000, bins=self.bins)
+    record["images_per_sec"] = self.n_log / max(now - self.t_log, 1e-9)
+    record["time"] = now
+    if self.writer is not None:
+      self.writer.write(record)
+    self.t_log, self.n_log = now, 0
 
 
 def grid_seeds_and_labels(sample_cfg: SampleConfig, label_dim: int):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from edmjax.sr import patches
+from edmjax.data import patches
 from edmjax.sr import train as sr_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
