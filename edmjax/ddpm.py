@@ -35,11 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax import _arrays
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import keys as keys_lib
 from edmjax.model import Denoiser, EpsModel
 
-Array = jax.Array
 EpsFn = Callable[[Array, Array], Array]
 DenoiseFn = Callable[[Array, Array], Array]
 
@@ -171,11 +172,6 @@ def ddpm_sigmas(betas: Any) -> Any:
   return ddpm_tables(betas).sigmas
 
 
-def _bcast(v: Array) -> Array:
-  """A `(batch,)` vector reshaped to `(batch, 1, 1, 1)` to scale NHWC images."""
-  return jnp.reshape(v, (-1, 1, 1, 1))
-
-
 def _table(tables: DDPMTables, name: str, dtype) -> Array:
   return jnp.asarray(getattr(tables, name), dtype=dtype)
 
@@ -234,7 +230,7 @@ def q_sample(x0: Array, t: Array, noise: Array, betas_or_tables: Any) -> Array:
   _check_t(t, len(tables.betas))
   a = _table(tables, "sqrt_alpha_bars", x0.dtype)[t]
   b = _table(tables, "sqrt_one_minus_alpha_bars", x0.dtype)[t]
-  return _bcast(a) * x0 + _bcast(b) * noise.astype(x0.dtype)
+  return _arrays.bcast(a) * x0 + _arrays.bcast(b) * noise.astype(x0.dtype)
 
 
 def ddpm_loss(eps_fn: EpsFn, x0: Array, key: Array | None, betas: Any, *,
@@ -510,9 +506,9 @@ def ddpm_as_denoiser(eps_fn: EpsFn | EpsModel, betas: Any = None) -> Denoiser:
     sigma = jnp.broadcast_to(
         jnp.reshape(jnp.asarray(sigma, x.dtype), (-1,)), (x.shape[0],))
     t = ddpm_round_sigma(sigma, tables, return_index=True)
-    c_in = _bcast(1.0 / jnp.sqrt(1.0 + jnp.square(sigma)))
+    c_in = _arrays.bcast(1.0 / jnp.sqrt(1.0 + jnp.square(sigma)))
     eps = eps_model.fn(c_in * x, t, *class_labels).astype(x.dtype)
-    return x - _bcast(sigma) * eps
+    return x - _arrays.bcast(sigma) * eps
 
   def round_sigma(sigma):
     if isinstance(sigma, (np.ndarray, float, int)):
@@ -547,7 +543,7 @@ def ddpm_eps_from_denoiser(denoise: DenoiseFn, betas: Any) -> EpsFn:
 
   def eps_fn(x_t: Array, t: Array) -> Array:
     sigma = _table(tables, "sigmas", x_t.dtype)[t]
-    x = x_t / _bcast(_table(tables, "sqrt_alpha_bars", x_t.dtype)[t])
-    return (x - denoise(x, sigma)) / _bcast(sigma)
+    x = x_t / _arrays.bcast(_table(tables, "sqrt_alpha_bars", x_t.dtype)[t])
+    return (x - denoise(x, sigma)) / _arrays.bcast(sigma)
 
   return eps_fn

@@ -22,15 +22,16 @@ augment labels and dropout keys.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from edmjax import _arrays
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import schedules
 
-Array = Any
 Denoiser = Callable[[Array, Array], Array]
 
 __all__ = [
@@ -71,10 +72,6 @@ def vp_loss_weight(sigma):
 ve_loss_weight = vp_loss_weight
 
 
-def _bcast(v, x):
-  return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
-
-
 def weighted_denoising_loss(denoise: Denoiser, images, sigma, noise, weight):
   """λ(σ)·(D(y + σn; σ) − y)², per element. `noise` is unit-variance n, NHWC."""
   _checks.check_nhwc("images", images)
@@ -84,8 +81,8 @@ def weighted_denoising_loss(denoise: Denoiser, images, sigma, noise, weight):
     raise ValueError(
         f"sigma has shape {sigma.shape}; expected (batch,) = {images.shape[:1]}.")
   _checks.check_positive("sigma", sigma)
-  denoised = denoise(images + _bcast(sigma, images) * noise, sigma)
-  return _bcast(weight, images) * (denoised - images)**2
+  denoised = denoise(images + _arrays.bcast(sigma, images) * noise, sigma)
+  return _arrays.bcast(weight, images) * (denoised - images)**2
 
 
 def _sigma_and_noise(key, images, sigma, noise, sample_sigma):

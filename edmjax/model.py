@@ -41,11 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array
 from edmjax import _checks
 
 __all__ = ["Denoiser", "EpsModel", "labels_one_hot"]
-
-Array = jax.Array
 
 
 def labels_one_hot(class_labels, label_dim: int, batch: int):

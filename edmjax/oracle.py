@@ -32,9 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax import _arrays
+from edmjax._arrays import Array
 from edmjax import _checks
 
-Array = jax.Array
 Denoiser = Callable[[Array, Array], Array]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -47,11 +48,6 @@ def _batch_sigma(sigma: Any, x: Array) -> Array:
   """`sigma` as a `(batch,)` vector in the dtype of `x` (a scalar is broadcast)."""
   sigma = jnp.reshape(jnp.asarray(sigma, dtype=x.dtype), (-1,))
   return jnp.broadcast_to(sigma, (x.shape[0],))
-
-
-def _bcast(v: Array) -> Array:
-  """A `(batch,)` vector reshaped to `(batch, 1, 1, 1)` to scale NHWC images."""
-  return jnp.reshape(v, (-1, 1, 1, 1))
 
 
 def _as_image(name: str, v: Any, dtype) -> Array:
@@ -106,7 +102,7 @@ def gaussian_denoiser(mean: Any, std: Any) -> Denoiser:
   def denoise(x: Array, sigma: Array) -> Array:
     m = _as_image("mean", mean, x.dtype)
     s2 = jnp.square(_as_image("std", std, x.dtype))
-    sig2 = _bcast(jnp.square(_batch_sigma(sigma, x)))
+    sig2 = _arrays.bcast(jnp.square(_batch_sigma(sigma, x)))
     return m + s2 / (s2 + sig2) * (x - m)
 
   return denoise
@@ -141,8 +137,8 @@ def gaussian_ode_solution(x: Array, sigma_from: Any, sigma_to: Any, mean: Any,
   _checks.check_nonnegative("sigma_to", sigma_to)
   m = _as_image("mean", mean, x.dtype)
   s2 = jnp.square(_as_image("std", std, x.dtype))
-  s1 = _bcast(jnp.square(_batch_sigma(sigma_from, x)))
-  s2_to = _bcast(jnp.square(_batch_sigma(sigma_to, x)))
+  s1 = _arrays.bcast(jnp.square(_batch_sigma(sigma_from, x)))
+  s2_to = _arrays.bcast(jnp.square(_batch_sigma(sigma_to, x)))
   return m + (x - m) * jnp.sqrt((s2 + s2_to) / (s2 + s1))
 
 
@@ -238,7 +234,7 @@ def gmm_denoiser(means: Any, stds: Any, weights: Any) -> Denoiser:
     coef_x = jnp.sum(r * s2 / (s2 + sig2), axis=1)                     # (B,)
     coef_m = r * sig2 / (s2 + sig2)                                     # (B, K)
     mean_part = jnp.einsum("bk,khwc->bhwc", coef_m, m, precision=_HIGHEST)
-    return mean_part + _bcast(coef_x) * x
+    return mean_part + _arrays.bcast(coef_x) * x
 
   return denoise
 
@@ -272,7 +268,7 @@ def gmm_sample(key: Array, n: int, means: Any, stds: Any,
   logw = jnp.log(jnp.asarray(weights, dtype))
   comp = jax.random.categorical(k_comp, logw, shape=(n,)).astype(jnp.int32)
   z = jax.random.normal(k_noise, (n,) + means.shape[1:], dtype)
-  x = means[comp] + _bcast(jnp.asarray(stds, dtype)[comp]) * z
+  x = means[comp] + _arrays.bcast(jnp.asarray(stds, dtype)[comp]) * z
   return GMMSample(x=x, component=comp)
 
 
@@ -354,14 +350,14 @@ def dataset_denoiser(data: Any, chunk_size: int = 256) -> Denoiser:
       scale = jnp.exp(run_max - new_max)                                 # (B,)
       p = jnp.exp(logits - new_max[:, None])                             # (B, c)
       run_sum = run_sum * scale + jnp.sum(p, axis=1)
-      acc = (acc * _bcast(scale)
+      acc = (acc * _arrays.bcast(scale)
              + jnp.einsum("bc,chwk->bhwk", p, ys, precision=_HIGHEST))
       return (new_max, run_sum, acc), None
 
     init = (jnp.full((batch,), -jnp.inf, dtype), jnp.zeros((batch,), dtype),
             jnp.zeros_like(x))
     (_, total, acc), _ = jax.lax.scan(step, init, (chunks, valid))
-    return acc / _bcast(total)
+    return acc / _arrays.bcast(total)
 
   return denoise
 

@@ -27,10 +27,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
 
+from edmjax import _arrays
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import schedules
 
-Array = Any
 
 __all__ = [
     "Scalings", "edm_scalings", "vp_scalings", "ve_scalings", "iddpm_scalings",
@@ -119,11 +120,6 @@ def get_scalings(name: str, **kwargs) -> Callable[[Array], Scalings]:
   return functools.partial(fn, **kwargs)
 
 
-def _broadcast(c, x):
-  """Reshapes a (batch,) coefficient to broadcast against NHWC `x`."""
-  return jnp.reshape(c, c.shape + (1,) * (x.ndim - c.ndim))
-
-
 def make_denoiser(apply_fn: Callable[..., Array],
                   scalings: str | Callable[[Array], Scalings] = "edm",
                   *, compute_dtype: Any = None) -> Callable[..., Array]:
@@ -160,11 +156,11 @@ def make_denoiser(apply_fn: Callable[..., Array],
       raise ValueError(
           f"sigma has shape {sigma.shape}; expected (batch,) = {x.shape[:1]} or a scalar.")
     c = scalings(sigma)
-    x_in = _broadcast(c.c_in, x) * x
+    x_in = _arrays.bcast(c.c_in, x) * x
     if compute_dtype is not None:
       x_in = x_in.astype(compute_dtype)
     F = apply_fn(x_in, c.c_noise, *args, **kwargs)
     F = F[..., :x.shape[-1]].astype(x.dtype)
-    return _broadcast(c.c_skip, x) * x + _broadcast(c.c_out, x) * F
+    return _arrays.bcast(c.c_skip, x) * x + _arrays.bcast(c.c_out, x) * F
 
   return denoise

@@ -31,15 +31,16 @@ built in float64 NumPy and cached.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax import _arrays
+from edmjax._arrays import Array
 from edmjax import _checks
 
-Array = Any
 
 __all__ = [
     "Schedule",
@@ -59,14 +60,6 @@ SCHEDULES = ("vp", "ve", "linear")
 SCALINGS = ("vp", "none")
 
 
-def _xp(*xs):
-  """NumPy for concrete host values, jax.numpy as soon as one input is a JAX value."""
-  for x in xs:
-    if isinstance(x, (jax.Array, jax.core.Tracer)):
-      return jnp
-  return np
-
-
 def _asarray(xp, x):
   return np.asarray(x, dtype=np.float64) if xp is np else jnp.asarray(x)
 
@@ -77,14 +70,14 @@ def _asarray(xp, x):
 
 def vp_sigma(t, beta_d=19.9, beta_min=0.1):
   """VP noise level: σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1) (EDM Table 1)."""
-  xp = _xp(t, beta_d, beta_min)
+  xp = _arrays.xp_of(t, beta_d, beta_min)
   t = _asarray(xp, t)
   return xp.sqrt(xp.expm1(0.5 * beta_d * t**2 + beta_min * t))
 
 
 def vp_sigma_deriv(t, beta_d=19.9, beta_min=0.1):
   """dσ/dt of the VP schedule: ½ (β_min + β_d t) (σ(t) + 1/σ(t))."""
-  xp = _xp(t, beta_d, beta_min)
+  xp = _arrays.xp_of(t, beta_d, beta_min)
   t = _asarray(xp, t)
   sigma = vp_sigma(t, beta_d, beta_min)
   return 0.5 * (beta_min + beta_d * t) * (sigma + 1 / sigma)
@@ -92,14 +85,14 @@ def vp_sigma_deriv(t, beta_d=19.9, beta_min=0.1):
 
 def vp_sigma_inv(sigma, beta_d=19.9, beta_min=0.1):
   """Inverse of the VP schedule: t = (sqrt(β_min² + 2 β_d log(1 + σ²)) − β_min) / β_d."""
-  xp = _xp(sigma, beta_d, beta_min)
+  xp = _arrays.xp_of(sigma, beta_d, beta_min)
   sigma = _asarray(xp, sigma)
   return (xp.sqrt(beta_min**2 + 2 * beta_d * xp.log1p(sigma**2)) - beta_min) / beta_d
 
 
 def vp_s(t, beta_d=19.9, beta_min=0.1):
   """VP scaling s(t) = 1/sqrt(1 + σ(t)²) = exp(−¼ β_d t² − ½ β_min t)."""
-  xp = _xp(t, beta_d, beta_min)
+  xp = _arrays.xp_of(t, beta_d, beta_min)
   t = _asarray(xp, t)
   return xp.exp(-0.25 * beta_d * t**2 - 0.5 * beta_min * t)
 
@@ -112,47 +105,47 @@ def vp_s_deriv(t, beta_d=19.9, beta_min=0.1):
 
 def ve_sigma(t):
   """VE noise level σ(t) = sqrt(t)."""
-  xp = _xp(t)
+  xp = _arrays.xp_of(t)
   return xp.sqrt(_asarray(xp, t))
 
 
 def ve_sigma_deriv(t):
   """dσ/dt of the VE schedule: 1 / (2 sqrt(t))."""
-  xp = _xp(t)
+  xp = _arrays.xp_of(t)
   return 0.5 / xp.sqrt(_asarray(xp, t))
 
 
 def ve_sigma_inv(sigma):
   """Inverse of the VE schedule: t = σ²."""
-  xp = _xp(sigma)
+  xp = _arrays.xp_of(sigma)
   return _asarray(xp, sigma)**2
 
 
 def linear_sigma(t):
   """The EDM (and iDDPM) schedule σ(t) = t."""
-  xp = _xp(t)
+  xp = _arrays.xp_of(t)
   return _asarray(xp, t)
 
 
 def linear_sigma_deriv(t):
   """dσ/dt = 1 for σ(t) = t."""
-  xp = _xp(t)
+  xp = _arrays.xp_of(t)
   return xp.ones_like(_asarray(xp, t))
 
 
 def linear_sigma_inv(sigma):
   """Inverse of σ(t) = t."""
-  xp = _xp(sigma)
+  xp = _arrays.xp_of(sigma)
   return _asarray(xp, sigma)
 
 
 def _unit_s(t):
-  xp = _xp(t)
+  xp = _arrays.xp_of(t)
   return xp.ones_like(_asarray(xp, t))
 
 
 def _zero_s_deriv(t):
-  xp = _xp(t)
+  xp = _arrays.xp_of(t)
   return xp.zeros_like(_asarray(xp, t))
 
 
@@ -229,7 +222,7 @@ def make_schedule(schedule: str = "linear", scaling: str = "none", *,
     return base
 
   def s(t):
-    xp = _xp(t)
+    xp = _arrays.xp_of(t)
     return 1 / xp.sqrt(1 + base.sigma(t)**2)
 
   def s_deriv(t):
@@ -250,7 +243,7 @@ def vp_refit_betas(sigma_min, sigma_max, epsilon_s=1e-3):
   β_d = 2 (log(σ_min² + 1)/ε_s − log(σ_max² + 1)) / (ε_s − 1),
   β_min = log(σ_max² + 1) − ½ β_d.
   """
-  xp = _xp(sigma_min, sigma_max, epsilon_s)
+  xp = _arrays.xp_of(sigma_min, sigma_max, epsilon_s)
   lmin = xp.log1p(_asarray(xp, sigma_min)**2)
   lmax = xp.log1p(_asarray(xp, sigma_max)**2)
   beta_d = 2 * (lmin / epsilon_s - lmax) / (epsilon_s - 1)
@@ -299,7 +292,7 @@ def iddpm_round_sigma(sigma, C_1=0.001, C_2=0.008, M=1000, return_index=False):
   NumPy in, NumPy out (float64); JAX in, JAX out (in σ's dtype).
   """
   u = iddpm_u_table(C_1, C_2, M)
-  xp = _xp(sigma)
+  xp = _arrays.xp_of(sigma)
   if xp is np:
     s = np.asarray(sigma, np.float64)
     index = np.argmin(np.abs(s[..., None] - u), axis=-1)
@@ -340,7 +333,7 @@ def _dtype_of(*xs):
 def edm_sigma_steps(num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0):
   """EDM time steps σ_i = (σ_max^{1/ρ} + i/(N−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (Eq. 5)."""
   _check_steps(num_steps, sigma_min, sigma_max, rho)
-  xp = _xp(sigma_min, sigma_max, rho)
+  xp = _arrays.xp_of(sigma_min, sigma_max, rho)
   frac = _step_fraction(xp, num_steps, _dtype_of(sigma_min, sigma_max, rho))
   hi = _asarray(xp, sigma_max)**(1 / rho)
   lo = _asarray(xp, sigma_min)**(1 / rho)
@@ -350,7 +343,7 @@ def edm_sigma_steps(num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0):
 def ve_sigma_steps(num_steps, sigma_min=0.02, sigma_max=100.0):
   """VE time steps: t_i = σ_max² (σ_min²/σ_max²)^{i/(N−1)}, σ_i = sqrt(t_i)."""
   _check_steps(num_steps, sigma_min, sigma_max)
-  xp = _xp(sigma_min, sigma_max)
+  xp = _arrays.xp_of(sigma_min, sigma_max)
   frac = _step_fraction(xp, num_steps, _dtype_of(sigma_min, sigma_max))
   smin, smax = _asarray(xp, sigma_min), _asarray(xp, sigma_max)
   t = smax**2 * (smin**2 / smax**2)**frac
@@ -366,7 +359,7 @@ def vp_sigma_steps(num_steps, sigma_min=None, sigma_max=None, epsilon_s=1e-3):
   sigma_min = dmin if sigma_min is None else sigma_min
   sigma_max = dmax if sigma_max is None else sigma_max
   _check_steps(num_steps, sigma_min, sigma_max)
-  xp = _xp(sigma_min, sigma_max)
+  xp = _arrays.xp_of(sigma_min, sigma_max)
   beta_d, beta_min = vp_refit_betas(sigma_min, sigma_max, epsilon_s)
   frac = _step_fraction(xp, num_steps, _dtype_of(sigma_min, sigma_max))
   t = 1 + frac * (epsilon_s - 1)
@@ -391,7 +384,7 @@ def iddpm_sigma_steps(num_steps, sigma_min=0.002, sigma_max=81.0, C_1=0.001,
   """
   _check_steps(num_steps, sigma_min, sigma_max)
   u = iddpm_u_table(C_1, C_2, M)
-  xp = _xp(sigma_min, sigma_max)
+  xp = _arrays.xp_of(sigma_min, sigma_max)
   k = xp.arange(num_steps)
   if xp is np:
     j0 = int(np.sum(u > sigma_max))
@@ -423,7 +416,7 @@ def sigma_steps(discretization, num_steps, sigma_min, sigma_max, *, rho=7.0,
 
 def append_zero(x):
   """Appends the final level 0 (t_N = 0) to a table of noise levels or times."""
-  xp = _xp(x)
+  xp = _arrays.xp_of(x)
   return xp.concatenate([x, xp.zeros_like(x[:1])])
 
 

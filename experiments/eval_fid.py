@@ -169,14 +169,14 @@ def cmd_ref(args):
   return 0
 
 
-def _spec(args):
+def sampler_spec(args):
   """The sampler of `fd` (checked before anything slow)."""
   from edmjax import sampling  # pylint: disable=g-import-not-at-top
   opts = list(args.opt) + ([] if args.num_steps is None else [f"num_steps={args.num_steps}"])
   return sampling.SamplerSpec.parse(args.sampler, opts)
 
 
-def _generate(args, spec):
+def generate_images(args, spec):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from edmjax.train import generate, loop  # pylint: disable=g-import-not-at-top
@@ -203,7 +203,7 @@ def cmd_fd(args):
   spec = None
   if args.checkpoint:
     try:
-      spec = _spec(args)
+      spec = sampler_spec(args)
     except ValueError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
@@ -221,7 +221,7 @@ def cmd_fd(args):
   net = _network(args)
   t0 = time.time()
   if args.checkpoint:
-    images, what = _generate(args, spec)
+    images, what = generate_images(args, spec)
     if args.save_images:
       np.savez(args.save_images, images=images)
   else:

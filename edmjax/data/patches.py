@@ -26,6 +26,7 @@ import functools
 
 import numpy as np
 
+from edmjax import _arrays
 from edmjax import _checks
 
 __all__ = ["PHOTOGRAPHS", "EXTRA_PHOTOGRAPHS", "PHOTO_SETS", "AUGMENTS", "load_photograph", "photo_split", "crop_to_multiple",
@@ -94,19 +95,6 @@ def photo_split(holdout: str = "chelsea", photo_set: str = "colour"
   return tuple(n for n in names if n != holdout), holdout
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-  with np.errstate(over="ignore"):
-    return _splitmix64_raw(np.asarray(x, np.uint64))
-
-
-def _splitmix64_raw(x: np.ndarray) -> np.ndarray:
-  x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
-  z = x
-  z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(0xFFFFFFFFFFFFFFFF)
-  z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(0xFFFFFFFFFFFFFFFF)
-  return z ^ (z >> np.uint64(31))
-
-
 class PatchSource:
   """Random crops of a list of images as a random-access `Source` (no labels).
 
@@ -161,15 +149,15 @@ class PatchSource:
   def get(self, indices) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, patch, patch, C) float32, labels (n,) int32 zeros)."""
     idx = np.asarray(indices, np.uint64).reshape(-1)
-    base = _splitmix64(idx * np.uint64(4) + _splitmix64(np.full_like(idx, self.seed)))
-    u = [_splitmix64(base + np.uint64(k)) for k in range(4)]
+    base = _arrays.splitmix64(idx * np.uint64(4) + _arrays.splitmix64(np.full_like(idx, self.seed)))
+    u = [_arrays.splitmix64(base + np.uint64(k)) for k in range(4)]
     p = self.patch
     out = np.empty((len(idx), p, p, self.images[0].shape[-1]), np.float32)
     for j in range(len(idx)):
       im = self.images[int(u[0][j] % np.uint64(len(self.images)))]
       for t in range(self.tries):
-        h1 = u[1][j] if t == 0 else _splitmix64(u[1][j] + np.uint64(1000 + t))
-        h2 = u[2][j] if t == 0 else _splitmix64(u[2][j] + np.uint64(2000 + t))
+        h1 = u[1][j] if t == 0 else _arrays.splitmix64(u[1][j] + np.uint64(1000 + t))
+        h2 = u[2][j] if t == 0 else _arrays.splitmix64(u[2][j] + np.uint64(2000 + t))
         top = int(h1 % np.uint64(im.shape[0] - p + 1))
         left = int(h2 % np.uint64(im.shape[1] - p + 1))
         crop = im[top:top + p, left:left + p]

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edmjax import _arrays
 from edmjax import _checks
 from edmjax.data.sources import Source
 
@@ -55,16 +56,6 @@ class Batch(NamedTuple):
   labels: np.ndarray
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-  """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-  x = np.asarray(x, dtype=np.uint64)
-  with np.errstate(over="ignore"):
-    x = x + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def _check_seed(seed: int) -> None:
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
     raise ValueError(f"seed must be a Python int, got {seed!r}.")
@@ -84,10 +75,10 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   _checks.check_int_at_least("num_examples", num_examples, 1)
   _check_seed(seed)
   _checks.check_int_at_least("epoch", epoch, 0)
-  base = _splitmix64(np.uint64(int(seed) & _MASK64))
-  base = _splitmix64(base ^ np.uint64(int(epoch) & _MASK64))
+  base = _arrays.splitmix64(np.uint64(int(seed) & _MASK64))
+  base = _arrays.splitmix64(base ^ np.uint64(int(epoch) & _MASK64))
   with np.errstate(over="ignore"):
-    keys = _splitmix64(base + np.arange(num_examples, dtype=np.uint64) * _GOLDEN)
+    keys = _arrays.splitmix64(base + np.arange(num_examples, dtype=np.uint64) * _GOLDEN)
   return np.argsort(keys, kind="stable").astype(np.int64)
 
 

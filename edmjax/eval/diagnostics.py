@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import ddpm
 from edmjax import oracle
 
-Array = jax.Array
 Denoiser = Callable[[Array, Array], Array]
 EpsFn = Callable[[Array, Array], Array]
 
@@ -53,11 +53,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def _bcast(v: Array) -> Array:
-  """A `(batch,)` vector reshaped to `(batch, 1, 1, 1)` to scale NHWC images."""
-  return jnp.reshape(v, (-1, 1, 1, 1))
 
 
 def _float_data(data: Any) -> Array:

@@ -21,7 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from edmjax.eval import digits_classifier as dc
 from edmjax.eval import frechet
+from edmjax.eval import inception
 
 __all__ = ["FEATURE_KINDS", "FeatureNetwork", "feature_network", "accumulate_feature_stats",
            "frechet_distance_to"]
@@ -52,12 +54,10 @@ def feature_network(kind: str, *, inception_path: str | None = None) -> FeatureN
       is needed and where to get it.
   """
   if kind == "inception":
-    from edmjax.eval import inception  # pylint: disable=g-import-not-at-top
     variables = inception.load_inception_params(inception_path)
     return FeatureNetwork("inception", lambda v, x: inception.inception_features(v, x),
                           variables, 2048, {"network": "inception"})
   if kind == "digits":
-    from edmjax.eval import digits_classifier as dc  # pylint: disable=g-import-not-at-top
     clf = dc.load_digits_classifier()
     return FeatureNetwork("digits",
                           lambda v, x: dc.digits_features(v, x, clf.config)[0],

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edmjax.nn.layers import Conv2d, Dtype, GroupNorm, Init, Linear, PositionalEmbedding, UNetBlock
-from edmjax.nn.song_unet import _check_inputs, _label_dropout_mask, _labels
+from edmjax.nn.layers import (Conv2d, Dtype, GroupNorm, Init, Linear, PositionalEmbedding,
+                               UNetBlock, check_unet_inputs, label_dropout_mask, unet_labels)
 
 
 class _DhariwalEncoder(nn.Module):
@@ -143,11 +143,12 @@ class DhariwalUNet(nn.Module):
       NHWC `(B, H, W, out_channels)` in `dtype`.
     """
     name = type(self).__name__
-    _check_inputs(name, x, noise_labels, self.in_channels, len(self.channel_mult))
+    check_unet_inputs(name, x, noise_labels, self.in_channels, len(self.channel_mult))
     batch = x.shape[0]
-    class_labels = _labels(name, class_labels, self.label_dim, "class_labels", "label_dim", batch)
-    augment_labels = _labels(name, augment_labels, self.augment_dim, "augment_labels",
-                             "augment_dim", batch)
+    class_labels = unet_labels(name, class_labels, self.label_dim, "class_labels",
+                               "label_dim", batch)
+    augment_labels = unet_labels(name, augment_labels, self.augment_dim, "augment_labels",
+                                 "augment_dim", batch)
 
     emb_channels = self.model_channels * self.channel_mult_emb
     s = float(np.sqrt(1 / 3))
@@ -170,7 +171,7 @@ class DhariwalUNet(nn.Module):
     if self.label_dim:
       y = class_labels
       if train and self.label_dropout:
-        y = y * _label_dropout_mask(self, batch, self.label_dropout)
+        y = y * label_dropout_mask(self, batch, self.label_dropout)
       emb = emb + Linear(emb_channels, use_bias=False,
                          init_mode="kaiming_normal", init_weight=float(np.sqrt(self.label_dim)),
                          name="map_label", param_dtype=self.param_dtype)(y)

@@ -453,3 +453,39 @@ class FourierEmbedding(nn.Module):
                                                (self.num_channels // 2,), jnp.float32))
     x = x.astype(jnp.float32)[:, None] * (2 * np.pi * freqs.value)[None, :]
     return jnp.concatenate([jnp.cos(x), jnp.sin(x)], axis=1)
+
+
+# ----------------------------------------------------------------------------- UNet inputs
+
+
+def check_unet_inputs(name, x, noise_labels, in_channels, num_levels):
+  """Raises ValueError on a UNet's NHWC / noise-label shape mismatches (static under jit)."""
+  if x.ndim != 4 or x.shape[-1] != in_channels:
+    raise ValueError(f"{name}: x must be NHWC (B, H, W, {in_channels}), got shape {x.shape}.")
+  m = 2 ** (num_levels - 1)
+  if x.shape[1] % m or x.shape[2] % m:
+    raise ValueError(f"{name}: H and W must be multiples of 2**(len(channel_mult) - 1) = {m}, "
+                     f"got {x.shape[1:3]}.")
+  if noise_labels.shape != (x.shape[0],):
+    raise ValueError(f"{name}: noise_labels must have shape (B,) = ({x.shape[0]},), "
+                     f"got {noise_labels.shape}.")
+
+
+def unet_labels(name, labels, dim, what, dim_name, batch):
+  """A UNet's optional `(B, dim)` class / augment labels, checked; `None` becomes zeros
+  (float32)."""
+  if labels is None:
+    return jnp.zeros((batch, dim), jnp.float32)
+  if dim == 0:
+    raise ValueError(f"{name}: got {what} but the network was built with {dim_name}=0; "
+                     f"pass {what}=None or build it with {dim_name} > 0.")
+  if labels.shape != (batch, dim):
+    raise ValueError(f"{name}: {what} must have shape (B, {dim_name}) = ({batch}, {dim}), "
+                     f"got {labels.shape}.")
+  return labels.astype(jnp.float32)
+
+
+def label_dropout_mask(module: nn.Module, batch: int, rate: float) -> jax.Array:
+  """`(B, 1)` float32 mask, 0 with probability `rate` (classifier-free guidance training)."""
+  u = jax.random.uniform(module.make_rng("dropout"), (batch, 1), jnp.float32)
+  return (u >= rate).astype(jnp.float32)

@@ -38,39 +38,7 @@ import numpy as np
 
 from edmjax.nn.layers import (
     Conv2d, Dtype, FourierEmbedding, GroupNorm, Init, Linear, PositionalEmbedding,
-    UNetBlock)
-
-
-def _check_inputs(name, x, noise_labels, in_channels, num_levels):
-  """Raises ValueError on NHWC / label shape mismatches (shapes are static under jit)."""
-  if x.ndim != 4 or x.shape[-1] != in_channels:
-    raise ValueError(f"{name}: x must be NHWC (B, H, W, {in_channels}), got shape {x.shape}.")
-  m = 2 ** (num_levels - 1)
-  if x.shape[1] % m or x.shape[2] % m:
-    raise ValueError(f"{name}: H and W must be multiples of 2**(len(channel_mult) - 1) = {m}, "
-                     f"got {x.shape[1:3]}.")
-  if noise_labels.shape != (x.shape[0],):
-    raise ValueError(f"{name}: noise_labels must have shape (B,) = ({x.shape[0]},), "
-                     f"got {noise_labels.shape}.")
-
-
-def _labels(name, labels, dim, what, dim_name, batch):
-  """Checks an optional `(B, dim)` label array; `None` becomes zeros (float32)."""
-  if labels is None:
-    return jnp.zeros((batch, dim), jnp.float32)
-  if dim == 0:
-    raise ValueError(f"{name}: got {what} but the network was built with {dim_name}=0; "
-                     f"pass {what}=None or build it with {dim_name} > 0.")
-  if labels.shape != (batch, dim):
-    raise ValueError(f"{name}: {what} must have shape (B, {dim_name}) = ({batch}, {dim}), "
-                     f"got {labels.shape}.")
-  return labels.astype(jnp.float32)
-
-
-def _label_dropout_mask(module: nn.Module, batch: int, rate: float) -> jax.Array:
-  """`(B, 1)` float32 mask, 0 with probability `rate` (classifier-free guidance training)."""
-  u = jax.random.uniform(module.make_rng("dropout"), (batch, 1), jnp.float32)
-  return (u >= rate).astype(jnp.float32)
+    UNetBlock, check_unet_inputs, label_dropout_mask, unet_labels)
 
 
 class _SongEncoder(nn.Module):
@@ -237,11 +205,12 @@ class SongUNet(nn.Module):
         ("decoder_type", self.decoder_type, ("standard", "skip"))):
       if value not in allowed:
         raise ValueError(f"{name}: {arg}={value!r} is not supported; allowed: {allowed}.")
-    _check_inputs(name, x, noise_labels, self.in_channels, len(self.channel_mult))
+    check_unet_inputs(name, x, noise_labels, self.in_channels, len(self.channel_mult))
     batch = x.shape[0]
-    class_labels = _labels(name, class_labels, self.label_dim, "class_labels", "label_dim", batch)
-    augment_labels = _labels(name, augment_labels, self.augment_dim, "augment_labels",
-                             "augment_dim", batch)
+    class_labels = unet_labels(name, class_labels, self.label_dim, "class_labels",
+                               "label_dim", batch)
+    augment_labels = unet_labels(name, augment_labels, self.augment_dim, "augment_labels",
+                                 "augment_dim", batch)
 
     emb_channels = self.model_channels * self.channel_mult_emb
     noise_channels = self.model_channels * self.channel_mult_noise
@@ -265,7 +234,7 @@ class SongUNet(nn.Module):
     if self.label_dim:
       y = class_labels
       if train and self.label_dropout:
-        y = y * _label_dropout_mask(self, batch, self.label_dropout)
+        y = y * label_dropout_mask(self, batch, self.label_dropout)
       emb = emb + Linear(noise_channels, name="map_label", **lin)(
           y * np.float32(np.sqrt(self.label_dim)))
     if self.augment_dim:

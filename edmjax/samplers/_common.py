@@ -12,17 +12,17 @@ jax.numpy in the latents' dtype.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array, xp_of  # xp_of: for the samplers
 from edmjax import _checks
 from edmjax import keys as keys_lib
 from edmjax import schedules
 
-Array = Any
 Denoiser = Callable[[Array, Array], Array]
 
 SOLVERS = ("euler", "heun")
@@ -52,11 +52,6 @@ class Trajectory(NamedTuple):
 def is_traced(*xs) -> bool:
   """True when any of `xs` is a jax Tracer (its value is unknown at trace time)."""
   return any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
-def xp_of(*xs):
-  """jax.numpy as soon as one input is a JAX array or tracer, else NumPy."""
-  return jnp if any(isinstance(x, jax.Array) for x in xs) else np
 
 
 def host_or_device(dtype, *xs):

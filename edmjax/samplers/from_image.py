@@ -27,19 +27,18 @@ Images are NHWC; not jitted here (jit the caller, `num_steps` and `solver` stati
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import keys as keys_lib
 from edmjax import schedules
 from edmjax.samplers import _common
 from edmjax.samplers.edm import solve_from
 
-Array = Any
 
 __all__ = ["headstart_sigmas", "headstart", "headstart_nfe"]
 

@@ -24,11 +24,11 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax.sr import inference
 from edmjax.sr import model as model_lib
 
-Array = Any
 
 __all__ = ["SRStage", "trained_stage", "cascade"]
 

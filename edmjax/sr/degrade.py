@@ -22,16 +22,14 @@ and the factor and method are static Python values.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax.eval import image_metrics
 
-Array = Any
 
 __all__ = [
     "SCALES", "DOWNSAMPLE_METHODS", "UPSAMPLE_METHODS", "DegradeConfig", "check_scale",

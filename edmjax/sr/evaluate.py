@@ -11,16 +11,16 @@ per static (N, mode) and reused across σ_start values and seeds.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array
 from edmjax.sr import degrade
 from edmjax.sr import inference
 
-Array = Any
 
 __all__ = ["evaluate_image", "evaluate_photographs", "format_table", "format_pivot",
            "format_photographs"]

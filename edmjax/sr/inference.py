@@ -14,10 +14,9 @@ Images are NHWC in [-1, 1]; nothing is jitted here.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax.numpy as jnp
 
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import keys as keys_lib
 from edmjax import sampling
@@ -26,7 +25,6 @@ from edmjax.sr import degrade
 from edmjax.sr import model as model_lib
 from edmjax.sr import tiling
 
-Array = Any
 
 __all__ = ["MODES", "sr_denoiser", "sr_spec", "super_resolve", "sr_metrics"]
 

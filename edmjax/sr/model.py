@@ -34,12 +34,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import precond
+from edmjax.nn.sr3_unet import SR3UNet
 from edmjax.sr import degrade
 from edmjax.train.config import NetConfig
 
-Array = Any
 
 __all__ = ["SRConfig", "build_sr_net", "condition", "make_sr_denoiser", "make_net_apply"]
 
@@ -80,7 +81,6 @@ class SRConfig:
 
 def build_sr_net(net_cfg: NetConfig, *, patch: int, channels: int, noise_aug: bool = False):
   """The `SR3UNet` of a `NetConfig` ('ddpmpp' or 'ncsnpp' presets of SongUNet)."""
-  from edmjax.nn.sr3_unet import SR3UNet  # pylint: disable=g-import-not-at-top
   if net_cfg.arch not in ("ddpmpp", "ncsnpp"):
     raise ValueError(f"net.arch={net_cfg.arch!r} is not supported for SR3; allowed "
                      "values: 'ddpmpp', 'ncsnpp' (the SongUNet family).")

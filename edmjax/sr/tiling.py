@@ -28,14 +28,14 @@ jitted here.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array
 from edmjax import _checks
 
-Array = Any
 
 __all__ = ["tile_starts", "window_1d", "tile_weights", "tiled_apply", "make_tiled_denoiser"]
 

@@ -1,4 +1,8 @@
-"""Training SR3 with the EDM loss: the SR step and loop, on `edmjax.train`'s machinery.
+"""Training SR3 with the EDM loss: SR's config, data pairs, step and strip hook.
+
+The loop is `edmjax.train.runner`'s, as for `edmjax.train.train`; what is SR's own
+lives here: the config (`SRTrainConfig`), the HR data and held-out photograph
+(`load_sr_data`, `edmjax.data.patches`), the step and the strips hook.
 
 `edmjax.train.make_train_step` takes (images, labels) batches and has no place for a
 per-image condition, so super-resolution has its own small step, built from the
@@ -49,6 +53,7 @@ import optax
 from edmjax import _checks
 from edmjax import losses
 from edmjax.data import pipeline
+from edmjax.data import sources
 from edmjax.data import stats
 from edmjax.sr import degrade
 from edmjax.sr import inference
@@ -188,7 +193,6 @@ def load_sr_data(cfg: SRTrainConfig):
                                       min_std=dc.min_std, photo_set=dc.photo_set,
                                       augment=dc.augment)
     return src, patches.crop_to_multiple(held, multiple)
-  from edmjax.data import sources  # pylint: disable=g-import-not-at-top
   ds = sources.load_dataset(dc.name, resolution=dc.resolution, channels=dc.channels)
   n_hold = int(dc.holdout) if str(dc.holdout).isdigit() else 0
   if ds.images.shape[1] % multiple or ds.images.shape[2] % multiple:

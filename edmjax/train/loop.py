@@ -1,10 +1,17 @@
-"""The training loop: `train(config, workdir)` builds, jits once, loops, logs, checkpoints.
+"""Training a diffusion model: `train(config, workdir)`; loading it back: `load_run(workdir)`.
 
-The loop is the outermost driver, so it is where `jax.jit` is applied: the step
-(`edmjax.train.step.make_train_step`) is jitted once per process and
-configuration, with the state replicated and the batch sharded over a mesh of
+`train` builds the run (`build`: the network, Adam, and the jitted init, step and
+sample-grid programs) and runs it on the generic loop of `edmjax.train.runner` with
+its hooks: metrics (fetched one step late, so the host never waits on the step),
+checkpoints and sample grids (`edmjax.train.generate`, the program every script
+samples with). The loop is the outermost driver, so it is where `jax.jit` is
+applied: the step (`edmjax.train.step.make_train_step`) is jitted once per process
+and configuration, with the state replicated and the batch sharded over a mesh of
 every device (`edmjax.train.parallel`); data, keys and σ are array arguments and
 never recompile it.
+
+`load_run(workdir)` gives (config, model, info) for sampling: the EMA network as a
+model value (`models.run_model`) from config.json and the checkpoint alone.
 
 A work directory holds:
 

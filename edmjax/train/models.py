@@ -59,8 +59,8 @@ from edmjax.model import Denoiser, EpsModel
 from edmjax.train.config import LossConfig, NetConfig, TrainConfig
 
 __all__ = ["build_net", "build_run_net", "run_geometry", "compute_dtype", "scalings_fn",
-           "sigma_range", "loss_weight", "ddpm_betas", "make_apply", "make_model_denoiser", "make_eps_fn",
-           "run_model", "RunModelFn", "AUGMENT_DIM"]
+           "sigma_range", "loss_weight", "ddpm_betas", "make_apply", "make_model_denoiser",
+           "make_eps_fn", "run_model", "RunModelFn", "AUGMENT_DIM"]
 
 AUGMENT_DIM = 9  # NVlabs' AugmentPipe label size
 

@@ -8,10 +8,12 @@ images do.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 
 import numpy as np
+from PIL import Image
 
 __all__ = ["MetricsWriter", "read_metrics", "image_grid", "save_grid", "plot_losses",
            "nearest_neighbour_distances", "neighbour_report"]
@@ -67,7 +69,6 @@ def image_grid(images: np.ndarray, *, cols: int | None = None, pad: int = 1) -> 
 def save_grid(path: str, images: np.ndarray, *, cols: int | None = None,
               min_size: int = 512) -> None:
   """Writes a PNG grid of NHWC images in [-1, 1], enlarged (nearest) to >= `min_size`."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   grid = image_grid(images, cols=cols)
   scale = max(1, int(np.ceil(min_size / max(grid.shape[:2]))))
   grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
@@ -103,7 +104,6 @@ def plot_losses(records: list[dict], path: str) -> None:
 
 def write_loss_csv(records: list[dict], path: str) -> None:
   """The logged loss and loss per σ bin against step and kimg, one row per log record."""
-  import csv  # pylint: disable=g-import-not-at-top
   records = [r for r in records if r.get("loss") is not None]
   if not records:
     return

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["TrainState", "init_state", "init_variables", "count_params", "state_key"]
+__all__ = ["TrainState", "init_state", "init_variables", "count_params"]
 
 
 class TrainState(NamedTuple):
@@ -79,11 +79,6 @@ def init_state(model, optimizer: optax.GradientTransformation, key, image_shape,
                     opt_state=optimizer.init(params),
                     key=jax.random.key_data(k_train), position=zero,
                     skipped_total=zero, skipped_consecutive=zero, buffers=buffers)
-
-
-def state_key(state: TrainState):
-  """The state's key as a typed jax.random key."""
-  return jax.random.wrap_key_data(state.key)
 
 
 def count_params(params) -> int:

@@ -78,7 +78,7 @@ def _eval_fid(workdir, name, opts):
   args = eval_fid.parse_args(["fd", "--checkpoint", workdir, "--seed", "5", "--num-images",
                               str(N), "--batch", str(N), "--sampler", name]
                              + [a for o in opts for a in ("--opt", o)])
-  return eval_fid._generate(args, eval_fid._spec(args))[0]  # pylint: disable=protected-access
+  return eval_fid.generate_images(args, eval_fid.sampler_spec(args))[0]
 
 
 @pytest.mark.parametrize("objective, names", [
