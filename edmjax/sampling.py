@@ -204,6 +204,10 @@ class SamplerSpec:
   compare and hash by what was asked for; a frozen value, usable as a jit static
   argument.
 
+  One exception to "static": headstart's `sigma_start` may be a traced JAX scalar
+  (a spec made inside a jitted function, so that a σ_start sweep compiles once);
+  such a spec is not hashable and is checked by the sampler, not here.
+
   Raises:
     ValueError: an unknown sampler name, an option the sampler does not have (the
       message lists its options), or an option value out of range — each naming
