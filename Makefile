@@ -25,8 +25,9 @@ demo: $(STAMP)
 study: $(STAMP)
 	$(PY) experiments/sampler_study.py --out out/sampler_study
 
+# The tests and every docstring example of the library (run as written).
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q tests
+	$(PY) -m pytest -n 2 -q tests --doctest-modules edmjax
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

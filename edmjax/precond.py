@@ -141,8 +141,10 @@ def make_denoiser(apply_fn: Callable[..., Array],
     is NHWC and `sigma` has shape (batch,) (a scalar is broadcast to the batch).
 
   Example:
-    >>> denoise = make_denoiser(lambda x, c: model.apply(params, x, c), "edm")
-    >>> denoised = denoise(x, jnp.full((x.shape[0],), 2.0))
+    >>> denoise = make_denoiser(lambda x_in, c_noise: jnp.zeros_like(x_in), "edm")
+    >>> x = jnp.ones((2, 4, 4, 1))                  # F = 0, so D = c_skip(σ) x
+    >>> round(float(denoise(x, jnp.full((2,), 2.0))[0, 0, 0, 0]), 4)  # 0.25 / 4.25
+    0.0588
   """
   if isinstance(scalings, str):
     scalings = get_scalings(scalings)

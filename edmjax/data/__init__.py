@@ -8,10 +8,14 @@ Images are NHWC float32 in [-1, 1] everywhere; labels are int32 class indices.
 
 Example:
   >>> from edmjax import data
-  >>> ds = data.load_digits(resolution=16)         # (1797, 16, 16, 1) NHWC
+  >>> ds = data.load_digits(resolution=16)
+  >>> ds.images.shape                               # NHWC
+  (1797, 16, 16, 1)
   >>> it = data.BatchIterator(ds, batch_size=256, seed=0)
   >>> batch = next(it)                              # Batch(images, labels)
-  >>> print(data.data_report(ds.images).summary())  # σ_data, σ_max suggestion
+  >>> batch.images.shape, it.position
+  ((256, 16, 16, 1), 256)
+  >>> report = data.data_report(ds.images)          # report.summary(): σ_data, σ_max
 """
 
 from edmjax.data.augmentation import AugmentConfig

@@ -503,7 +503,10 @@ def augment(key: jax.Array, images: jax.Array, config: AugmentConfig
   Example:
     >>> cfg = edm_augment_config(p=0.12)
     >>> aug = jax.jit(augment, static_argnames="config")
-    >>> x, labels = aug(jax.random.key(0), images, cfg)  # labels: (N, 9)
+    >>> images = jnp.zeros((4, 16, 16, 3))               # NHWC in [-1, 1]
+    >>> x, labels = aug(jax.random.key(0), images, cfg)
+    >>> x.shape, labels.shape
+    ((4, 16, 16, 3), (4, 9))
   """
   if not isinstance(config, AugmentConfig):
     raise ValueError(

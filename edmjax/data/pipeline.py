@@ -197,10 +197,14 @@ class BatchIterator:
   batches.
 
   Example:
+    >>> from edmjax.data.sources import load_digits
     >>> ds = load_digits()
     >>> it = BatchIterator(ds, batch_size=128, seed=0)
     >>> batch = next(it)            # images (128, 8, 8, 1) NHWC, labels (128,)
-    >>> saved = it.position         # 128
+    >>> saved = it.position
+    >>> again = BatchIterator(ds, batch_size=128, seed=0, position=saved)
+    >>> bool((next(again).images == next(it).images).all())
+    True
   """
 
   def __init__(self, source: Source, *, batch_size: int, seed: int = 0,

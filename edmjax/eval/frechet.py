@@ -152,8 +152,11 @@ def update_feature_stats(stats: FeatureStats, features: Any) -> FeatureStats:
     The updated `FeatureStats`; `stats` is not modified.
 
   Example:
-    >>> s = init_feature_stats(2048)
-    >>> for batch in batches: s = update_feature_stats(s, feats(batch))
+    >>> s = init_feature_stats(3)
+    >>> for feats in np.ones((2, 5, 3)):             # two batches of 5 feature vectors
+    ...   s = update_feature_stats(s, feats)
+    >>> s.count, s.mean.tolist()
+    (10, [1.0, 1.0, 1.0])
     >>> mu, sigma = feature_mean_cov(s)
   """
   x = _as_features("features", features, stats.mean.shape[0])

@@ -26,8 +26,12 @@ Pass its path to `load_inception_params(path)` or set `EDMJAX_INCEPTION_WEIGHTS`
 state-dict names works too (`save_inception_npz` writes one).
 
 Example:
-  >>> variables = load_inception_params("/data/pt_inception-2015-12-05-6726825d.pth")
-  >>> feats = jax.jit(inception_features)(variables, images)  # (batch, 2048)
+  >>> variables = load_inception_params("/no/such/pt_inception.pth")  # doctest: +ELLIPSIS
+  Traceback (most recent call last):
+  FileNotFoundError: Inception weights file '/no/such/pt_inception.pth' does not exist. ...
+
+With the file, `jax.jit(inception_features)(variables, images)` gives the (batch,
+2048) pool features of NHWC images in [-1, 1].
 """
 
 from __future__ import annotations

@@ -156,9 +156,17 @@ class SongUNet(nn.Module):
 
   Example:
     >>> net = SongUNet(img_resolution=32, in_channels=3, out_channels=3,
-    ...                channel_mult=(2, 2, 2), augment_dim=9)
-    >>> variables = net.init(jax.random.key(0), x, c_noise)   # x: (B, 32, 32, 3) NHWC
-    >>> F = net.apply(variables, x, c_noise, train=True, rngs={'dropout': key})
+    ...                channel_mult=(2, 2, 2), augment_dim=9)     # EDM's CIFAR-10 DDPM++
+    >>> x, c_noise = jnp.zeros((4, 32, 32, 3)), jnp.zeros((4,))   # NHWC; c_noise (B,)
+    >>> # Shapes only here; jax.jit(net.init)(...) gives the values.
+    >>> variables = jax.eval_shape(net.init, jax.random.key(0), x, c_noise)
+    >>> sum(p.size for p in jax.tree.leaves(variables["params"]))  # NVlabs: 55.73M
+    55733891
+    >>> F = jax.eval_shape(lambda v, k: net.apply(v, x, c_noise, train=True,
+    ...                                           rngs={"dropout": k}),
+    ...                    variables, jax.random.key(1))
+    >>> F.shape
+    (4, 32, 32, 3)
   """
   img_resolution: int
   in_channels: int

@@ -65,8 +65,12 @@ class SR3UNet(nn.Module):
   Example:
     >>> net = SR3UNet(img_resolution=64, channels=3, model_channels=32,
     ...               channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=())
-    >>> variables = net.init(key, x, c_noise, cond)      # x, cond: (B, 64, 64, 3)
-    >>> F = net.apply(variables, x, c_noise, cond)
+    >>> x = cond = jnp.zeros((2, 64, 64, 3))              # x, cond: (B, 64, 64, 3) NHWC
+    >>> c_noise = jnp.zeros((2,))
+    >>> # Shapes only here; jax.jit(net.init)(...) gives the values.
+    >>> variables = jax.eval_shape(net.init, jax.random.key(0), x, c_noise, cond)
+    >>> jax.eval_shape(net.apply, variables, x, c_noise, cond).shape
+    (2, 64, 64, 3)
   """
   img_resolution: int
   channels: int

@@ -87,8 +87,17 @@ def cascade(base: Callable[[Any], Array], stages: Sequence[SRStage], key, *,
     The images of every level: (x⁽⁰⁾, x⁽¹⁾, ..., x⁽ᴷ⁾), each NHWC.
 
   Example:
-    >>> levels = cascade(lambda k: edm_sampler(base_denoise, z, k), [stage1, stage2], key)
-    >>> levels[-1].shape        # 16× the base resolution with two 4× stages
+    >>> from edmjax import oracle, sampling
+    >>> from edmjax.sr import degrade
+    >>> z = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
+    >>> def base(key):                        # a stand-in for an unconditional model
+    ...   return sampling.sample(oracle.gaussian_denoiser(0.0, 0.5), z, key, "euler")
+    >>> def make(lr, key):                    # a stand-in for a trained SR net
+    ...   u = degrade.upsample(lr, 2)
+    ...   return oracle.gaussian_denoiser(u, 0.1), u
+    >>> levels = cascade(base, [SRStage(make), SRStage(make)], jax.random.key(1))
+    >>> [x.shape for x in levels]             # 4× the base resolution with two 2× stages
+    [(2, 4, 4, 1), (2, 8, 8, 1), (2, 16, 16, 1)]
   """
   if not stages:
     raise ValueError("cascade needs at least one SR stage.")

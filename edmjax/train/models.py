@@ -21,7 +21,7 @@ ve         VEPrecond: x + σ F(x; ln(σ/2))                        [σ_min, σ_m
 ddpm       the VP bridge of the ε-model, rounded to its table  [σ_0, σ_{T−1}]
 =========  ==================================================  ===================
 
-Example (a tiny untrained net; `variables` come from a checkpoint in practice):
+Example (a DDPM run; `variables` come from a checkpoint in practice, `loop.load_run`):
   >>> import jax
   >>> from edmjax import sampling
   >>> from edmjax.train import config, models, state
@@ -31,13 +31,14 @@ Example (a tiny untrained net; `variables` come from a checkpoint in practice):
   ...     data=config.DataConfig(image_shape=(8, 8, 1), num_classes=10),
   ...     loss=config.LossConfig(objective="ddpm"))
   >>> net = models.build_run_net(cfg)
-  >>> variables = state.init_variables(net, jax.random.key(0), (8, 8, 1))
+  >>> variables = jax.eval_shape(lambda k: state.init_variables(net, k, (8, 8, 1)),
+  ...                            jax.random.key(0))          # (shapes only, here)
   >>> model = models.run_model(cfg, variables)
-  >>> round(model.sigma_min, 4), round(model.sigma_max, 1)   # the DDPM σ table
-  (0.01, 157.4)
-  >>> z = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
-  >>> sampling.sample(model, z, spec=sampling.SamplerSpec("euler", num_steps=4)).shape
-  (2, 8, 8, 1)
+  >>> round(model.sigma_min, 4), round(model.sigma_max, 1), model.eps.T  # its σ table
+  (0.01, 157.4, 1000)
+  >>> # The Karras steps of 'edm' from 80 to 0.002, clipped and rounded to that table:
+  >>> sampling.sigma_table(model, 4, 0.002, 80.0).round(3)
+  array([8.0288e+01, 1.1605e+01, 7.9900e-01, 1.0000e-02, 0.0000e+00])
 """
 
 from __future__ import annotations
