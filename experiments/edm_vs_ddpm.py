@@ -207,6 +207,12 @@ def main(argv=None):
       print(f"--- {m}\n{cfg_lib.to_json(_config(m, args.overrides))}")
     return 0
 
+  # One JAX CPU device per core (as train.py): training and sampling shard the batch.
+  import math  # pylint: disable=g-import-not-at-top
+  from edmjax.train import parallel  # pylint: disable=g-import-not-at-top
+  batch = math.gcd(*[_config(m, args.overrides).batch_size for m in models_to_run],
+                   args.num_images)
+  parallel.split_cpu_into_devices(batch)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from edmjax import losses  # pylint: disable=g-import-not-at-top

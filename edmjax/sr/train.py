@@ -94,6 +94,9 @@ class SRDataConfig:
       scikit-image's greyscale ones) or 'natural' ('all' but the microscope,
       telescope and fundus images).
     augment: 'photos' only: 'hflip' or 'dihedral' (flips and quarter turns).
+    image_shape: (H, W, C) of the training targets, filled in from the data when the
+      run starts (None: not yet known) and saved in config.json, so that `load_sr`
+      builds the net without the data.
   """
   name: str = "photos"
   patch: int = 32
@@ -104,6 +107,7 @@ class SRDataConfig:
   min_std: float = 0.0
   photo_set: str = "colour"
   augment: str = "hflip"
+  image_shape: tuple[int, ...] | None = None
 
   def __post_init__(self):
     _checks.check_choice("data.photo_set", self.photo_set, patches.PHOTO_SETS)
@@ -389,10 +393,12 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
     else:
       sd = round(estimate_sr_sigma_data(source, cfg), 4)
     cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, sigma_data=sd))
+  image_shape = tuple(int(v) for v in source.get(np.arange(1))[0].shape[1:])
+  if cfg.data.image_shape is not None and tuple(cfg.data.image_shape) != image_shape:
+    raise ValueError(f"data.image_shape={cfg.data.image_shape} is set, but the data has "
+                     f"{image_shape}; leave it None (it is read from the data).")
+  cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_shape=image_shape))
   runner.write_text(cfg_path, config_lib.to_json(cfg))
-
-  first = source.get(np.arange(1))[0]
-  image_shape = tuple(first.shape[1:])
   model = model_lib.build_sr_net(cfg.net, patch=image_shape[0], channels=image_shape[2],
                                  noise_aug=cfg.sr.noise_aug)
   optimizer = optim.make_optimizer(cfg.optim)
@@ -480,14 +486,19 @@ def _strip_hook(model, cfg: SRTrainConfig, held, patch: int, workdir: str):
 
 
 def load_sr(workdir: str, *, step: int | None = None):
-  """(config, model, TrainState) of a run's newest (or given) checkpoint."""
+  """(config, model, TrainState) of a run's newest (or given) checkpoint.
+
+  Reads config.json and the checkpoint; runs saved before config.json recorded
+  `data.image_shape` (and not on 'photos') read the shape from their data once.
+  """
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise FileNotFoundError(f"{workdir!r} has no config.json; is it an SR work directory "
                             "(experiments/train_sr3.py --workdir)?")
   cfg = read_sr_config(workdir)
-  patch = cfg.data.patch if cfg.data.name == "photos" else cfg.data.resolution
-  if cfg.data.name == "photos":
-    channels = 3
+  if cfg.data.image_shape is not None:
+    patch, _, channels = cfg.data.image_shape
+  elif cfg.data.name == "photos":
+    patch, channels = cfg.data.patch, 3
   else:
     src, _ = load_sr_data(cfg)
     first = src.get(np.arange(1))[0]
