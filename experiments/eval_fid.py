@@ -173,7 +173,11 @@ def sampler_spec(args):
   """The sampler of `fd` (checked before anything slow)."""
   from edmjax import sampling  # pylint: disable=g-import-not-at-top
   opts = list(args.opt) + ([] if args.num_steps is None else [f"num_steps={args.num_steps}"])
-  return sampling.SamplerSpec.parse(args.sampler, opts)
+  spec = sampling.SamplerSpec.parse(args.sampler, opts)
+  if spec.name == "headstart":
+    raise ValueError("--sampler headstart starts from an image; choose a sampler that "
+                     "starts from noise.")
+  return spec
 
 
 def generate_images(args, spec):

@@ -79,6 +79,9 @@ def main(argv=None):
     seeds = parse_seeds(args.seeds)
   except ValueError as e:
     p.error(str(e))
+  if spec.name == "headstart":
+    p.error("--sampler headstart starts from an image (experiments/upscale.py); choose a "
+            "sampler that starts from noise")
   if not seeds:
     p.error(f"--seeds {args.seeds!r} names no seed")
   if args.batch < 1:
