@@ -34,7 +34,7 @@ from edmjax.eval.inception import load_inception_params
 from edmjax.eval.inception import preprocess_inception
 from edmjax.eval.inception import resize_bilinear_tf1
 from edmjax.eval.inception import to_uint8
-from edmjax.eval.torch_state import load_torch_state_dict
+from edmjax.torchio import load_torch_state_dict
 from edmjax.eval.diagnostics import ddpm_timestep_grid
 from edmjax.eval.diagnostics import eps_stats_per_timestep
 from edmjax.eval.diagnostics import EpsStats

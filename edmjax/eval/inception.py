@@ -22,7 +22,7 @@ torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`
 (https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth)
 or pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (same tensors, same names).
 Pass its path to `load_inception_params(path)` or set `EDMJAX_INCEPTION_WEIGHTS`. The
-`.pth` is read without torch (`edmjax.eval.torch_state`); an `.npz` holding the same
+`.pth` is read without torch (`edmjax.torchio`); an `.npz` holding the same
 state-dict names works too (`save_inception_npz` writes one).
 
 Example:
@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edmjax import _checks
-from edmjax.eval import torch_state
+from edmjax import torchio
 
 INCEPTION_SIZE = 299
 WEIGHTS_ENV = "EDMJAX_INCEPTION_WEIGHTS"
@@ -389,12 +389,12 @@ def load_inception_params(path: str | os.PathLike | None = None) -> dict:
     with np.load(path, allow_pickle=False) as f:
       state_dict = {k: f[k] for k in f.files}
   else:
-    state_dict = torch_state.load_torch_state_dict(path)
+    state_dict = torchio.load_torch_state_dict(path)
   return state_dict_to_variables(state_dict)
 
 
 def save_inception_npz(path: str | os.PathLike, state_dict: Mapping[str, Any]) -> None:
-  """Writes a state dict (e.g. from `torch_state.load_torch_state_dict`) as `.npz`."""
+  """Writes a state dict (e.g. from `torchio.load_torch_state_dict`) as `.npz`."""
   np.savez(path, **{k: np.asarray(v) for k, v in state_dict.items()})
 
 

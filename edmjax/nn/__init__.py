@@ -6,6 +6,7 @@ noise label `c_noise`, never `sigma`. Frozen, non-trained state (NCSN++'s Fourie
 frequencies) lives in the `'buffers'` collection (`BUFFERS`), not in `'params'`.
 Every convolution goes through `conv2d` (`edmjax.nn.conv`), whose weight gradient is
 computed in batch chunks on XLA:CPU, where XLA's own is 3.5-9x slower than the forward.
+NVlabs' PyTorch state dicts map onto these variables one to one (`edmjax.nn.state_dict`).
 """
 
 from edmjax.nn.conv import conv2d
@@ -14,10 +15,13 @@ from edmjax.nn.layers import (
     BUFFERS, Conv2d, FourierEmbedding, GroupNorm, Init, Linear, PositionalEmbedding,
     UNetBlock, fir_downsample, fir_upsample, resample_kernel, weight_init)
 from edmjax.nn.song_unet import SongUNet
+from edmjax.nn.state_dict import (
+    VariableShapes, state_dict_from_variables, variable_shapes, variables_from_state_dict)
 from edmjax.nn.sr3_unet import SR3UNet, aug_labels
 
 __all__ = [
     "BUFFERS", "Conv2d", "DhariwalUNet", "FourierEmbedding", "GroupNorm", "Init", "Linear",
     "PositionalEmbedding", "SongUNet", "UNetBlock", "fir_downsample", "fir_upsample",
     "resample_kernel", "weight_init", "SR3UNet", "aug_labels", "conv2d",
+    "VariableShapes", "state_dict_from_variables", "variable_shapes", "variables_from_state_dict",
 ]
