@@ -3,8 +3,8 @@
 FID (Heusel et al. 2017, arXiv 1706.08500) is defined by the 2048-d pool features of
 the TensorFlow Inception graph of 2015-12-05. The PyTorch ports that reproduce it --
 pytorch-fid (`FIDInceptionA/C/E_1/E_2`) and torch-fidelity
-(`FeatureExtractorInceptionV3`, used by NVlabs/edm's reference statistics through the
-same weights) -- differ from torchvision's Inception-v3 in three places, all kept here:
+(`FeatureExtractorInceptionV3`, the same weights) -- differ from torchvision's
+Inception-v3 in three places, all kept here:
 
 * the average-pool branches of the A, C and first E blocks exclude the zero padding
   from the mean (`count_include_pad=False`, TensorFlow's behaviour);
@@ -16,6 +16,22 @@ Inputs are resized to 299×299 with TensorFlow-1.x bilinear resizing
 (`align_corners=False`, no half-pixel centres: source coordinate = dst·in/out), exactly
 as torch-fidelity's `interpolate_bilinear_2d_like_tensorflow1x`, then mapped from
 [0, 255] to [-1, 1] by (x - 128)/128 as in the TensorFlow graph.
+
+NVlabs/edm's detector. NVlabs' `fid.py` (and its published reference statistics,
+e.g. `cifar10-32x32.npz`) uses another port of the same graph: StyleGAN3's TorchScript
+`inception-2015-12-05.pkl`, "a direct PyTorch translation" of the TensorFlow graph,
+downloaded at run time; it takes uint8 images and resizes them to 299x299 inside the
+TorchScript code. Its weights are the graph's, as pytorch-fid's are, so the
+convolutional part should agree to float rounding (pytorch-fid measured ~1e-8 mean
+absolute difference against TensorFlow on identical inputs); what can differ is the
+resize to 299x299 and accumulation order. The difference between edmjax's features
+and NVlabs' detector is UNMEASURED here: the detector needs a download, and this
+project's machines have no network. For scale, pytorch-fid reports its FID differing
+from TensorFlow's by 0.08 absolute (0.09% relative) on LSUN with ProGAN images, from
+image interpolation and backends (pytorch-fid README). Mixing edmjax features with
+NVlabs' published reference statistics therefore gives an FID comparable to NVlabs'
+to about that order, not to the last digit; for exact comparability compute the
+reference statistics with the same network as the samples.
 
 Weights. The network needs the converted TensorFlow weights, a file the user supplies:
 torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`
