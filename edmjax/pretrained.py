@@ -253,6 +253,9 @@ def _read_pickle(path):
     try:
       obj = up.load()
     except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, torchio.RefusedGlobalError):  # inside a pickled tensor's storage
+        up.refused.append(e.global_name)
+        e = None
       if up.refused:
         raise _refused_error(path, up.refused, e) from None
       raise ValueError(f"{os.fspath(path)!r} is not a readable network pickle: "
@@ -637,6 +640,8 @@ def load_network(path: str | os.PathLike, *, key: str = "ema") -> PretrainedNetw
   if zipfile.is_zipfile(name):
     try:
       obj = torchio.load_torch_checkpoint(name)
+    except torchio.RefusedGlobalError as e:
+      raise _refused_error(name, [e.global_name]) from None
     except (ValueError, pickle.UnpicklingError) as e:
       raise ValueError(f"{name!r} is a torch.save file, not an NVlabs/edm network "
                        f"pickle; it could not be read as tensors either ({e}).") from None

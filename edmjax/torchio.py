@@ -18,7 +18,7 @@ Object graphs are unpickled by a restricted `pickle.Unpickler` that resolves onl
 globals a tensor needs (`TENSOR_GLOBALS`: `collections.OrderedDict`, the tensor and
 parameter rebuilders, the typed storage classes such as `torch.FloatStorage`, and
 `torch.storage._load_from_bytes`); anything else raises, so reading never executes
-code from the file. Tensors are rebuilt from (storage, offset, size, stride) with
+code from the file (`RefusedGlobalError` names the global). Tensors are rebuilt from (storage, offset, size, stride) with
 `numpy.lib.stride_tricks.as_strided` and copied.
 
 Writing. `save_torch_state_dict` writes a flat state dict of NumPy arrays in the zip
@@ -47,8 +47,8 @@ from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
-__all__ = ["TENSOR_GLOBALS", "load_torch_checkpoint", "load_torch_state_dict",
-           "read_legacy", "save_torch_state_dict"]
+__all__ = ["TENSOR_GLOBALS", "RefusedGlobalError", "load_torch_checkpoint",
+           "load_torch_state_dict", "read_legacy", "save_torch_state_dict"]
 
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
@@ -159,6 +159,16 @@ Tensors come back as `numpy.ndarray` (a contiguous copy); parameters as their da
 """
 
 
+class RefusedGlobalError(ValueError, pickle.UnpicklingError):
+  """A pickle referenced a global that a tensor file never needs (nothing was run)."""
+
+  def __init__(self, module: str, name: str):
+    self.global_name = f"{module}.{name}"
+    super().__init__(
+        f"refusing to load global {self.global_name}: only tensors and containers of "
+        "them (e.g. an OrderedDict state dict) can be read without torch.")
+
+
 class _Unpickler(pickle.Unpickler):
   """Unpickler that resolves only `TENSOR_GLOBALS`."""
 
@@ -172,9 +182,7 @@ class _Unpickler(pickle.Unpickler):
     if module == "torch" and name == "BFloat16Storage":
       raise ValueError("bfloat16 tensors are not supported by this reader; save the "
                        "state_dict in float32.")
-    raise pickle.UnpicklingError(
-        f"refusing to load global {module}.{name}: only tensors and containers of "
-        "them (e.g. an OrderedDict state dict) can be read without torch.")
+    raise RefusedGlobalError(module, name)
 
   def persistent_load(self, pid):
     return self._persistent_load_fn(pid)
@@ -236,7 +244,9 @@ def read_legacy(f: BinaryIO) -> Any:
     pickle.UnpicklingError: the object graph needs a global other than a tensor's.
   """
   try:
-    magic = pickle.load(f)  # integers only: a plain pickle.load cannot run code here
+    magic = _Unpickler(f, _no_pid).load()  # restricted too: the bytes are untrusted
+  except RefusedGlobalError:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"not a legacy PyTorch stream ({e}).") from None
   if magic != _LEGACY_MAGIC:

@@ -104,20 +104,11 @@ def torch_key(path) -> str:
   return ".".join(str(getattr(p, "key", p)) for p in path[1:])
 
 
-def _to_torch(a: np.ndarray) -> np.ndarray:
+def _relayout(a: np.ndarray, to_torch: bool) -> np.ndarray:
+  """HWIO <-> OIHW for convolutions, a transpose for linear weights, else unchanged."""
   if a.ndim == 4:
-    return a.transpose(3, 2, 0, 1)
-  if a.ndim == 2:
-    return a.T
-  return a
-
-
-def _from_torch(a: np.ndarray) -> np.ndarray:
-  if a.ndim == 4:
-    return a.transpose(2, 3, 1, 0)
-  if a.ndim == 2:
-    return a.T
-  return a
+    return a.transpose((3, 2, 0, 1) if to_torch else (2, 3, 1, 0))
+  return a.T if a.ndim == 2 else a
 
 
 def _leaves(tree):
@@ -176,10 +167,10 @@ def variables_from_state_dict(net: nn.Module, state_dict: Mapping[str, Any], *,
   wrong, out = [], []
   for path, s in leaves:
     k = torch_key(path)
-    a = _from_torch(np.asarray(given[k]))
+    a = _relayout(np.asarray(given[k]), to_torch=False)
     if a.shape != tuple(s.shape):
       wrong.append(f"{prefix}{k} {tuple(np.shape(given[k]))} (expected "
-                   f"{tuple(_to_torch(np.empty(s.shape, np.uint8)).shape)})")
+                   f"{tuple(_relayout(np.empty(s.shape, np.uint8), to_torch=True).shape)})")
     out.append(np.ascontiguousarray(a, dtype=dtype))
   if wrong:
     raise ValueError(f"the state dict has tensors of the wrong shape for "
@@ -214,7 +205,7 @@ def state_dict_from_variables(net: nn.Module, variables, *, prefix: str = "",
     raise ValueError(f"variables of the wrong shape: {', '.join(wrong[:8])}.")
   out = collections.OrderedDict()
   for k in want:
-    out[prefix + k] = np.ascontiguousarray(_to_torch(got[k]), dtype=np.float32)
+    out[prefix + k] = np.ascontiguousarray(_relayout(got[k], to_torch=True), dtype=np.float32)
   for k, f in shapes.resample_filters.items():
     out[prefix + k] = f.copy()
   return out

@@ -14,6 +14,7 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import zipfile
 
 import jax
 import numpy as np
@@ -180,12 +181,26 @@ def test_hostile_pickles_are_refused_and_have_no_effect(tmp_path, monkeypatch):
       "newobj": (nvlabs_format.dumps(dict(ema=nvlabs_format.NewObj(
           nvlabs_format.Global("subprocess", "Popen"), {"args": ["touch", str(flag)]}))),
                  r"subprocess\.Popen"),
+      # A payload inside a pickled tensor's storage bytes (a legacy torch.save stream).
+      "storage": (nvlabs_format.dumps(dict(ema=nvlabs_format.Call(
+          nvlabs_format.Global("torch.storage", "_load_from_bytes"),
+          pickle.dumps(_Shell(cmd))))), r"(posix|os|nt)\.system"),
       # A valid network with the payload hidden in the snapshot's other entries.
       "hidden": (nvlabs_format.network_pickle(
           cfg["class_name"], dict(cfg["attrs"], _init_kwargs=cfg["init_kwargs"]),
           "SongUNet", cfg["model_init_kwargs"], _state_dict(cfg), _poison(flag),
           extra=dict(dataset_kwargs=dict(path=_Shell(cmd)))), r"(posix|os|nt)\.system"),
   }
+  # A torch.save zip whose data.pkl calls os.system.
+  zipped = tmp_path / "zipped.pt"
+  torchio.save_torch_state_dict(zipped, {"w": np.zeros(1, np.float32)})
+  with zipfile.ZipFile(zipped) as zf:
+    files = {n: zf.read(n) for n in zf.namelist()}
+  files["zipped/data.pkl"] = pickle.dumps(_Shell(cmd), protocol=2)
+  with zipfile.ZipFile(zipped, "w") as zf:
+    for n, b in files.items():
+      zf.writestr(n, b)
+  cases["zip"] = (zipped.read_bytes(), r"(posix|os|nt)\.system")
   for name, (data, pattern) in cases.items():
     path = tmp_path / f"{name}.pkl"
     path.write_bytes(data)
