@@ -137,6 +137,36 @@ def run(edm, seed0=0):
   return arrays, meta, nets
 
 
+# NVlabs' samplers on the NVlabs networks: (name, sampler, kwargs) per configuration.
+SAMPLES = {
+    "edm": ("edm_sampler", dict(num_steps=4)),
+    "ablation_vp": ("ablation_sampler", dict(num_steps=4, solver="euler", discretization="vp",
+                                             schedule="vp", scaling="vp")),
+    "ablation_iddpm": ("ablation_sampler", dict(num_steps=4, solver="heun",
+                                                discretization="iddpm")),
+}
+
+
+def nvlabs_samples(edm, net, cfg):
+  """NVlabs' generate.py samplers (deterministic) from fixed latents, in float64 as there."""
+  sys.path.insert(0, edm)
+  import torch  # pylint: disable=import-outside-toplevel
+  import generate  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(7)
+  z = rng.standard_normal((2, IMG_RESOLUTION, IMG_RESOLUTION, IMG_CHANNELS))
+  labels = (np.eye(cfg["label_dim"])[[1, 3]] if cfg["label_dim"] else None)
+  out = {"sample_latents": z.astype(np.float32)}
+  if labels is not None:
+    out["sample_labels"] = labels.astype(np.float32)
+  for key, (fn, kwargs) in SAMPLES.items():
+    with torch.no_grad():
+      x = getattr(generate, fn)(
+          net, torch.from_numpy(z.astype(np.float32)).permute(0, 3, 1, 2).to(torch.float64),
+          None if labels is None else torch.from_numpy(labels.astype(np.float32)), **kwargs)
+    out[f"sample_{key}"] = x.permute(0, 2, 3, 1).numpy()
+  return out
+
+
 def check(edm, folder):
   """NVlabs loads each `<name>.pt` strictly and reproduces `<name>.npz`'s outputs."""
   sys.path.insert(0, edm)
@@ -197,7 +227,8 @@ def main(argv=None):
         with open(os.path.join(pickles, f"{p}.pkl"), "wb") as f:
           pickle.dump(data, f)
         np.savez(os.path.join(pickles, f"{p}.npz"),
-                 **{k[len(p) + 1:]: v for k, v in arrays.items() if k.startswith(p + "/")})
+                 **{k[len(p) + 1:]: v for k, v in arrays.items() if k.startswith(p + "/")},
+                 **nvlabs_samples(edm, nets[p], cfg))
       with open(os.path.join(pickles, "meta.json"), "w") as f:
         json.dump(meta, f)
       print(f"wrote {len(meta['configs'])} pickles to {pickles}")

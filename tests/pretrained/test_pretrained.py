@@ -267,6 +267,13 @@ def test_weights_that_do_not_fit_the_configuration_are_named(tmp_path):
 
 # ----------------------------------------------------------------------------- NVlabs' code
 
+SAMPLE_SPECS = {  # make_fixtures.SAMPLES in edmjax's terms
+    "edm": sampling.SamplerSpec("edm", num_steps=4),
+    "ablation_vp": sampling.SamplerSpec("ablation", num_steps=4, solver="euler",
+                                        discretization="vp", schedule="vp", scaling="vp"),
+    "ablation_iddpm": sampling.SamplerSpec("ablation", num_steps=4, solver="heun",
+                                           discretization="iddpm"),
+}
 _TORCH_PYTHON = os.environ.get("EDMJAX_TORCH_PYTHON")
 _NVLABS_EDM = os.environ.get("EDMJAX_NVLABS_EDM")
 
@@ -275,8 +282,9 @@ _NVLABS_EDM = os.environ.get("EDMJAX_NVLABS_EDM")
                     reason="needs EDMJAX_TORCH_PYTHON (a Python with torch and click) and "
                     "EDMJAX_NVLABS_EDM (an NVlabs/edm checkout) to run NVlabs' own code")
 def test_pickles_written_by_nvlabs_code(tmp_path):
-  """NVlabs' own pickles load; NVlabs loads edmjax's state dicts back (strict); and
-  rerunning the fixture script reproduces the committed fixture bit for bit."""
+  """NVlabs' own pickles load and sample as NVlabs' generate.py samplers do; NVlabs
+  loads edmjax's state dicts back (strict); and rerunning the fixture script
+  reproduces the committed fixture bit for bit."""
   script = str(HERE / "make_fixtures.py")
   subprocess.run([_TORCH_PYTHON, script, "--edm", _NVLABS_EDM, "--fixture",
                   str(tmp_path / "again.npz")], check=True, capture_output=True)
@@ -294,6 +302,15 @@ def test_pickles_written_by_nvlabs_code(tmp_path):
         net.variables, ref["x"], ref["sigma"], labels)
     assert _rel(got, ref["D"]) < 1e-5, name
     assert "class EDMPrecond" in net.source  # NVlabs' real source, kept as text only
+    # NVlabs' generate.py samplers from the same latents (float64 state, as NVlabs).
+    # Up to 7 float32 network evaluations (each within ~4e-6) compound: 3e-5.
+    z = ref["sample_latents"].astype(np.float64)
+    y = ref["sample_labels"] if "sample_labels" in ref else None
+    for key, spec in SAMPLE_SPECS.items():
+      with jax.enable_x64(True):
+        got = jax.jit(lambda v, z, y, spec=spec, net=net: sampling.sample(
+            net.make_model(v), z, spec=spec, class_labels=y))(net.variables, z, y)
+      assert _rel(got, ref[f"sample_{key}"]) < 3e-5, (name, key)
     pretrained.save_state_dict(tmp_path / f"{name}.pt", net)
   out = subprocess.run([_TORCH_PYTHON, script, "--edm", _NVLABS_EDM, "--check-state-dicts",
                         str(tmp_path)], check=True, capture_output=True, text=True)
