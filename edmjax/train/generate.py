@@ -59,7 +59,8 @@ def generation_mesh(batch_size: int, devices=None) -> jax.sharding.Mesh:
 
 @functools.lru_cache(maxsize=16)
 def make_generator(model, spec: sampling.SamplerSpec, image_shape, *, mesh,
-                   variables_arg: bool = False, labels_arg: bool = False) -> Callable:
+                   variables_arg: bool = False, labels_arg: bool = False,
+                   latents_arg: bool = False) -> Callable:
   """The jitted generation program `run(variables, seeds, class_labels) -> images`.
 
   Args:
@@ -83,10 +84,11 @@ def make_generator(model, spec: sampling.SamplerSpec, image_shape, *, mesh,
   image_shape = tuple(int(v) for v in image_shape)
   rows = parallel.batch_sharding(mesh)
 
-  def run(variables, seeds, class_labels):
+  def run(variables, seeds, class_labels, latents=None):
     net = model(variables) if variables_arg else model
-    latents, sampler_keys = keys_lib.seed_latents_and_keys(seeds, image_shape)
-    latents = jax.lax.with_sharding_constraint(latents, rows)
+    seed_latents, sampler_keys = keys_lib.seed_latents_and_keys(seeds, image_shape)
+    latents = jax.lax.with_sharding_constraint(
+        latents if latents_arg else seed_latents, rows)
     sampler_keys = jax.lax.with_sharding_constraint(sampler_keys, rows)
     if labels_arg:
       class_labels = jax.lax.with_sharding_constraint(class_labels, rows)
@@ -109,7 +111,7 @@ def padded_batches(values, batch_size: int):
 
 def generate(model, seeds, spec: sampling.SamplerSpec | str, *, image_shape,
              batch_size: int, class_labels=None, variables: Any = None, mesh=None,
-             progress: bool = False) -> np.ndarray:
+             progress: bool = False, latents=None) -> np.ndarray:
   """One image per seed, drawn with `spec` in fixed-shape batches over the devices.
 
   Args:
@@ -127,6 +129,9 @@ def generate(model, seeds, spec: sampling.SamplerSpec | str, *, image_shape,
     mesh: the device mesh (default: `generation_mesh(batch_size)`, every device
       that divides the batch); `batch_size` must be a multiple of its size.
     progress: show a tqdm bar over the batches.
+    latents: optional (n, H, W, C) unit-Gaussian latents, one per seed, sampled
+      instead of the seeds' own (e.g. NVlabs' latents); the seeds then only give
+      the sampler's noise keys.
 
   Returns:
     float32 images (n, H, W, C), NHWC, not clipped.
@@ -159,19 +164,28 @@ def generate(model, seeds, spec: sampling.SamplerSpec | str, *, image_shape,
                      f"{mesh.devices.size} devices.")
   if variables is not None:  # the weights, replicated on the mesh's devices
     variables = jax.device_put(variables, parallel.replicated_sharding(mesh))
+  if latents is not None:
+    latents = np.asarray(latents, np.float32)
+    if latents.shape != (len(seeds),) + image_shape:
+      raise ValueError(f"latents has shape {latents.shape}; expected one {image_shape} "
+                       f"(H, W, C) latent per seed: ({len(seeds)}, {', '.join(map(str, image_shape))}).")
   run = make_generator(model, spec, image_shape, mesh=mesh,
                        variables_arg=variables is not None,
-                       labels_arg=class_labels is not None)
+                       labels_arg=class_labels is not None,
+                       latents_arg=latents is not None)
   seed_batches = padded_batches(seeds, batch_size)
   label_batches = (padded_batches(class_labels, batch_size) if class_labels is not None
                    else itertools.repeat((None, 0)))
+  latent_batches = (padded_batches(latents, batch_size) if latents is not None
+                    else itertools.repeat((None, 0)))
   total = -(-len(seeds) // batch_size)
   bar = tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True,
              disable=not progress)
   out = []
   try:
-    for (chunk, n), (labels, _) in zip(seed_batches, label_batches):
-      images = run(variables, chunk, labels)
+    for (chunk, n), (labels, _), (z, _) in zip(seed_batches, label_batches,
+                                               latent_batches):
+      images = run(variables, chunk, labels, z)
       out.append(np.asarray(jax.device_get(images))[:n])
       bar.update(1)
   finally:
