@@ -9,6 +9,13 @@ Two commands:
         images come from a training work directory (--checkpoint WORKDIR: N samples with
         any sampler, e.g. --sampler edm --num-steps 18) or from a folder (--images DIR)
 
+NVlabs/edm's reference statistics (`fid.py ref`, e.g. the published cifar10-32x32.npz:
+an .npz with just mu and sigma) are accepted by --ref, and `ref` writes a file
+NVlabs' fid.py reads (mu, sigma, plus count and metadata). NVlabs computes its
+statistics with StyleGAN3's TorchScript Inception, edmjax with a Flax port using the
+pytorch-fid weights: the same TensorFlow graph, an unmeasured difference
+(docs/pretrained.md); a note says so when a reference carries no edmjax metadata.
+
 Features: --features inception (the standard FID Inception-v3; needs the weights
 file pt_inception-2015-12-05-6726825d.pth, given by --inception PATH or
 $EDMJAX_INCEPTION_WEIGHTS) or --features digits (the embedded digits classifier,
@@ -196,6 +203,34 @@ def generate_images(args, spec):
   return images, f"{args.checkpoint} step {info.step}, {spec.label} ({nfe} NFE)"
 
 
+def _reference(args, net):
+  """The reference statistics of `fd`, checked against the feature network (None: error)."""
+  if not args.ref:
+    from edmjax.eval import load_digits_classifier  # pylint: disable=g-import-not-at-top
+    return load_digits_classifier().reference
+  from edmjax.eval import frechet  # pylint: disable=g-import-not-at-top
+  try:
+    ref = frechet.load_reference_stats(args.ref)
+  except (OSError, ValueError) as e:
+    print(f"error: --ref {args.ref}: {e}", file=sys.stderr)
+    return None
+  meta_net = ref.metadata.get("network")
+  if meta_net and meta_net != net.metadata["network"]:
+    print(f"error: {args.ref} holds {meta_net} statistics, but --features "
+          f"{args.features} was asked for.", file=sys.stderr)
+    return None
+  if ref.mu.shape[0] != net.dim:
+    print(f"error: --ref {args.ref} holds {ref.mu.shape[0]}-d statistics; --features "
+          f"{args.features} gives {net.dim}-d features.", file=sys.stderr)
+    return None
+  if not ref.metadata and args.features == "inception":
+    print(f"note: {args.ref} has no edmjax metadata (NVlabs' fid.py or pytorch-fid "
+          "statistics). NVlabs computes them with StyleGAN3's TorchScript Inception; edmjax "
+          "uses a Flax port with the pytorch-fid weights, the same TensorFlow graph. Their "
+          "difference is unmeasured (docs/pretrained.md).")
+  return ref
+
+
 def cmd_fd(args):
   if (args.checkpoint is None) == (args.images is None):
     print("error: give exactly one of --checkpoint WORKDIR or --images DIR.", file=sys.stderr)
@@ -221,8 +256,10 @@ def cmd_fd(args):
   if args.dry_run:
     return 0
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from edmjax.eval import frechet  # pylint: disable=g-import-not-at-top
   net = _network(args)
+  ref = _reference(args, net)  # before anything slow
+  if ref is None:
+    return 2
   t0 = time.time()
   if args.checkpoint:
     images, what = generate_images(args, spec)
@@ -237,16 +274,7 @@ def cmd_fd(args):
           file=sys.stderr)
     return 1
   images = np.clip(images, -1.0, 1.0)
-  if args.ref:
-    ref = frechet.load_reference_stats(args.ref)
-    meta_net = ref.metadata.get("network")
-    if meta_net and meta_net != net.metadata["network"]:
-      print(f"error: {args.ref} holds {meta_net} statistics, but --features "
-            f"{args.features} was asked for.", file=sys.stderr)
-      return 2
-  else:
-    from edmjax.eval import load_digits_classifier  # pylint: disable=g-import-not-at-top
-    ref = load_digits_classifier().reference
+  from edmjax.eval import frechet  # pylint: disable=g-import-not-at-top
   stats = _stats(net, images, args.batch)
   mu, sigma = frechet.feature_mean_cov(stats)
   fd = frechet.frechet_distance(mu, sigma, ref.mu, ref.sigma)
