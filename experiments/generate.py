@@ -28,6 +28,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sample  # noqa: E402  pylint: disable=wrong-import-position  (--seeds, --list-samplers)
+
 EXAMPLES = """
 Examples:
   # 64 CIFAR-10 images with NVlabs' deterministic sampler (18 steps, 35 NFE)
@@ -66,24 +69,6 @@ ABLATION_OPTIONS = ("solver", "disc", "schedule", "scaling")
 class _Formatter(argparse.RawDescriptionHelpFormatter,
                  argparse.ArgumentDefaultsHelpFormatter):
   pass
-
-
-def parse_seeds(text: str) -> list[int]:
-  """NVlabs' `parse_int_list`: '0-63', '1,5,9' or '0-3,10' -> a list of ints."""
-  out = []
-  for part in text.split(","):
-    part = part.strip()
-    if not part:
-      continue
-    if "-" in part:
-      a, b = part.split("-", 1)
-      a, b = int(a), int(b)
-      if b < a:
-        raise ValueError(f"--seeds range {part!r} is empty (the end is below the start)")
-      out.extend(range(a, b + 1))
-    else:
-      out.append(int(part))
-  return out
 
 
 def image_path(outdir: str, seed: int, subdirs: bool) -> str:
@@ -182,12 +167,8 @@ def sampler_spec(args):
 def main(argv=None):
   p = build_parser()
   args = p.parse_args(argv)
-  from edmjax import sampling  # pylint: disable=g-import-not-at-top
   if args.list_samplers:
-    for name in sampling.SAMPLER_NAMES:
-      opts = ", ".join(f"{k}={d!r}" for k, (d, _) in sampling.SamplerSpec.options_of(
-          name).items())
-      print(f"{name:16s} {opts}")
+    sample.print_samplers()
     return 0
   if not args.network or not args.outdir:
     p.error("--network and --outdir are required")
@@ -195,7 +176,7 @@ def main(argv=None):
     p.error(f"--batch {args.max_batch_size} must be >= 1")
   try:
     spec = sampler_spec(args)
-    seeds = None if args.latents else parse_seeds(args.seeds)
+    seeds = None if args.latents else sample.parse_seeds(args.seeds)
   except ValueError as e:
     p.error(str(e))
   if seeds is not None and not seeds:

@@ -44,6 +44,15 @@ def parse_seeds(text: str) -> list[int]:
   return out
 
 
+def print_samplers() -> None:
+  """Prints every sampler with its options and defaults (--list-samplers)."""
+  from edmjax import sampling  # pylint: disable=g-import-not-at-top
+  for name in sampling.SAMPLER_NAMES:
+    opts = ", ".join(f"{k}={d!r}" for k, (d, _) in sampling.SamplerSpec.options_of(
+        name).items())
+    print(f"{name:16s} {opts}")
+
+
 def main(argv=None):
   from edmjax import sampling  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
@@ -67,10 +76,7 @@ def main(argv=None):
                  help="output path without extension (default: WORKDIR/generated/<sampler>)")
   args = p.parse_args(argv)
   if args.list_samplers:
-    for name in sampling.SAMPLER_NAMES:
-      opts = ", ".join(f"{k}={d!r}" for k, (d, _) in sampling.SamplerSpec.options_of(
-          name).items())
-      print(f"{name:16s} {opts}")
+    print_samplers()
     return 0
   if not args.workdir:
     p.error("--workdir is required")
