@@ -11,7 +11,13 @@ family   p_train(σ)                                    λ(σ)
 VP       σ = σ_VP(t), t ~ U(ε_t, 1)                    1/σ²
 VE       ln σ ~ U(ln σ_min, ln σ_max)                  1/σ²
 EDM      ln σ ~ N(P_mean, P_std²)                      (σ² + σ_d²)/(σ σ_d)²
+EDM2     ln σ ~ N(P_mean, P_std²)                      (σ² + σ_d²)/(σ σ_d)² / e^{u(σ)}
 =======  ============================================  ==========================
+
+EDM2 (Karras et al. 2024, Eq. 21; NVlabs/edm2 `training_loop.py::EDM2Loss`) learns the
+uncertainty u(σ) beside D and minimises (λ(σ)/e^{u(σ)})‖D − y‖² + u(σ), which weights
+every σ by the inverse of its expected loss; its σ density is EDM's with the preset's
+P_mean, P_std (`EDM2_SIGMA_DENSITY`).
 
 Each loss returns the unreduced, per-element loss shaped like `images` (NHWC), as
 NVlabs/edm's `training/loss.py` does; the caller reduces. Passing `sigma` (batch,)
@@ -37,8 +43,14 @@ Denoiser = Callable[[Array, Array], Array]
 __all__ = [
     "edm_sample_sigma", "vp_sample_sigma", "ve_sample_sigma",
     "edm_loss_weight", "vp_loss_weight", "ve_loss_weight",
-    "edm_loss", "vp_loss", "ve_loss", "weighted_denoising_loss",
+    "edm_loss", "vp_loss", "ve_loss", "weighted_denoising_loss", "edm2_loss",
+    "EDM2_SIGMA_DENSITY",
 ]
+
+EDM2_SIGMA_DENSITY = {"img512": dict(P_mean=-0.4, P_std=1.0),
+                      "img64": dict(P_mean=-0.8, P_std=1.6)}
+"""ln σ ~ N(P_mean, P_std²) of NVlabs/edm2's presets (`train_edm2.py`): `edm2-img512-*`
+(latents; also `EDM2Loss`'s defaults) and `edm2-img64-*` (pixels)."""
 
 
 def edm_sample_sigma(key, batch, *, P_mean=-1.2, P_std=1.2, dtype=jnp.float32):
@@ -140,3 +152,42 @@ def ve_loss(denoise: Denoiser, images, key, *, sigma_min=0.02, sigma_max=100.0,
       lambda k, b, dtype: ve_sample_sigma(k, b, sigma_min=sigma_min, sigma_max=sigma_max,
                                           dtype=dtype))
   return weighted_denoising_loss(denoise, images, sigma, noise, ve_loss_weight(sigma))
+
+
+def edm2_loss(denoise: Callable[[Array, Array], tuple], images, key, *, P_mean=-0.4,
+              P_std=1.0, sigma_data=0.5, sigma=None, noise=None):
+  """EDM2's loss with learned uncertainty (Karras et al. 2024, Eq. 21), per element.
+
+  .. math::
+    \\frac{λ(σ)}{e^{u(σ)}}\\,(D(y + σn; σ) − y)^2 + u(σ),\\qquad
+    λ(σ) = \\frac{σ^2 + σ_d^2}{(σ σ_d)^2},\\ \\ln σ \\sim N(P_{mean}, P_{std}^2)
+
+  as NVlabs/edm2's `EDM2Loss` (u is added to every element, as there).
+
+  Args:
+    denoise: `denoise(x, sigma) -> (D(x; σ), u(σ))`, NHWC `x`, σ and u of shape
+      (batch,) (`edmjax.precond.make_uncertainty_denoiser`).
+    images: clean images y, NHWC.
+    key: PRNG key for σ and n (unused when both `sigma` and `noise` are given).
+    P_mean, P_std: the σ density (defaults: `EDM2Loss`'s, the img512 presets').
+    sigma_data: σ_d of λ(σ).
+    sigma, noise: optional σ (batch,) and unit Gaussian n shaped like `images`.
+
+  Returns:
+    The per-element loss, shaped like `images`.
+  """
+  _checks.check_positive("P_std", P_std)
+  _checks.check_positive("sigma_data", sigma_data)
+  sigma, noise = _sigma_and_noise(
+      key, images, sigma, noise,
+      lambda k, b, dtype: edm_sample_sigma(k, b, P_mean=P_mean, P_std=P_std, dtype=dtype))
+  _checks.check_nhwc("images", images)
+  if noise.shape != images.shape:
+    raise ValueError(f"noise has shape {noise.shape}; expected the images' {images.shape}.")
+  if sigma.shape != images.shape[:1]:
+    raise ValueError(
+        f"sigma has shape {sigma.shape}; expected (batch,) = {images.shape[:1]}.")
+  denoised, logvar = denoise(images + _arrays.bcast(sigma, images) * noise, sigma)
+  logvar = _arrays.bcast(jnp.reshape(logvar, sigma.shape).astype(images.dtype), images)
+  weight = _arrays.bcast(edm_loss_weight(sigma, sigma_data), images)
+  return weight / jnp.exp(logvar) * (denoised - images)**2 + logvar

@@ -17,7 +17,11 @@ EDM    σ_d²/(σ² + σ_d²)       σ σ_d/sqrt(σ² + σ_d²)  1/sqrt(σ² + �
 ====== ====================== ====================== =================== =====================================
 
 Images are NHWC; σ has shape (batch,). The formulas follow NVlabs/edm's
-`training/networks.py` (VPPrecond, VEPrecond, iDDPMPrecond, EDMPrecond).
+`training/networks.py` (VPPrecond, VEPrecond, iDDPMPrecond, EDMPrecond). EDM2
+(Karras et al. 2024, NVlabs/edm2 `training/networks_edm2.py::Precond`) keeps EDM's
+four coefficients, c_noise = ¼ ln σ included (`edm2_scalings`), and adds a learned
+uncertainty u(σ) beside D: `make_uncertainty_denoiser` wraps a network that returns
+(F, u), such as `edmjax.nn.EDM2UNet(..., return_logvar=True)`.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from edmjax import schedules
 
 __all__ = [
     "Scalings", "edm_scalings", "vp_scalings", "ve_scalings", "iddpm_scalings",
-    "get_scalings", "make_denoiser", "PRECONDITIONINGS",
+    "get_scalings", "make_denoiser", "PRECONDITIONINGS", "edm2_scalings",
+    "make_uncertainty_denoiser",
 ]
 
-PRECONDITIONINGS = ("edm", "vp", "ve", "iddpm")
+PRECONDITIONINGS = ("edm", "vp", "ve", "iddpm", "edm2")
 
 
 class Scalings(NamedTuple):
@@ -72,6 +77,15 @@ def edm_scalings(sigma, sigma_data=0.5) -> Scalings:
       c_in=1 / jnp.sqrt(denom),
       c_noise=jnp.log(sigma) / 4,
   )
+
+
+def edm2_scalings(sigma, sigma_data=0.5) -> Scalings:
+  """EDM2's preconditioning (NVlabs/edm2 `Precond`): EDM's, c_noise = ¼ ln σ.
+
+  c_skip = σ_d²/(σ²+σ_d²), c_out = σ σ_d/sqrt(σ²+σ_d²), c_in = 1/sqrt(σ_d²+σ²),
+  c_noise = ln(σ)/4 — the same four functions as `edm_scalings`, which this calls.
+  """
+  return edm_scalings(sigma, sigma_data)
 
 
 def vp_scalings(sigma, beta_d=19.9, beta_min=0.1, M=1000) -> Scalings:
@@ -113,10 +127,10 @@ def iddpm_scalings(sigma, C_1=0.001, C_2=0.008, M=1000) -> Scalings:
 
 
 def get_scalings(name: str, **kwargs) -> Callable[[Array], Scalings]:
-  """The scalings function of a named family ∈ {edm, vp, ve, iddpm}, its options bound."""
+  """The scalings function of a named family ∈ {edm, vp, ve, iddpm, edm2}, options bound."""
   _checks.check_choice("preconditioning", name, PRECONDITIONINGS)
   fn = {"edm": edm_scalings, "vp": vp_scalings, "ve": ve_scalings,
-        "iddpm": iddpm_scalings}[name]
+        "iddpm": iddpm_scalings, "edm2": edm2_scalings}[name]
   return functools.partial(fn, **kwargs)
 
 
@@ -150,19 +164,53 @@ def make_denoiser(apply_fn: Callable[..., Array],
     scalings = get_scalings(scalings)
 
   def denoise(x, sigma, *args, **kwargs):
-    _checks.check_nhwc("x", x)
-    sigma = jnp.asarray(sigma, dtype=x.dtype)
-    if sigma.ndim == 0:
-      sigma = jnp.broadcast_to(sigma, x.shape[:1])
-    if sigma.shape != x.shape[:1]:
-      raise ValueError(
-          f"sigma has shape {sigma.shape}; expected (batch,) = {x.shape[:1]} or a scalar.")
-    c = scalings(sigma)
-    x_in = _arrays.bcast(c.c_in, x) * x
-    if compute_dtype is not None:
-      x_in = x_in.astype(compute_dtype)
-    F = apply_fn(x_in, c.c_noise, *args, **kwargs)
-    F = F[..., :x.shape[-1]].astype(x.dtype)
-    return _arrays.bcast(c.c_skip, x) * x + _arrays.bcast(c.c_out, x) * F
+    return _precondition(apply_fn, scalings, compute_dtype, x, sigma, args, kwargs)[0]
 
   return denoise
+
+
+def make_uncertainty_denoiser(apply_fn: Callable[..., Any],
+                              scalings: str | Callable[[Array], Scalings] = "edm2",
+                              *, compute_dtype: Any = None) -> Callable[..., Any]:
+  """`make_denoiser` for a network that also returns the uncertainty u(σ) (EDM2, Eq. 21).
+
+  Args:
+    apply_fn: `apply_fn(x_in, c_noise, *args, **kwargs) -> (F, logvar)` with `logvar`
+      of shape (batch,) (NVlabs/edm2 `Precond(..., return_logvar=True)`; for
+      `EDM2UNet`, `model.apply(variables, x_in, c_noise, labels, return_logvar=True)`).
+    scalings, compute_dtype: as `make_denoiser`.
+
+  Returns:
+    `denoise(x, sigma, *args, **kwargs) -> (D(x; σ), u(σ))`; D shaped and typed like
+    `x`, u of shape (batch,) in x's dtype.
+  """
+  if isinstance(scalings, str):
+    scalings = get_scalings(scalings)
+
+  def denoise(x, sigma, *args, **kwargs):
+    D, logvar = _precondition(apply_fn, scalings, compute_dtype, x, sigma, args, kwargs)
+    if logvar is None:
+      raise ValueError("make_uncertainty_denoiser: the network returned F alone; it must "
+                       "return (F, logvar) (EDM2UNet: pass return_logvar=True).")
+    return D, jnp.reshape(logvar, x.shape[:1]).astype(x.dtype)
+
+  return denoise
+
+
+def _precondition(apply_fn, scalings, compute_dtype, x, sigma, args, kwargs):
+  """(c_skip x + c_out F(c_in x; c_noise), the network's other outputs or None)."""
+  _checks.check_nhwc("x", x)
+  sigma = jnp.asarray(sigma, dtype=x.dtype)
+  if sigma.ndim == 0:
+    sigma = jnp.broadcast_to(sigma, x.shape[:1])
+  if sigma.shape != x.shape[:1]:
+    raise ValueError(
+        f"sigma has shape {sigma.shape}; expected (batch,) = {x.shape[:1]} or a scalar.")
+  c = scalings(sigma)
+  x_in = _arrays.bcast(c.c_in, x) * x
+  if compute_dtype is not None:
+    x_in = x_in.astype(compute_dtype)
+  out = apply_fn(x_in, c.c_noise, *args, **kwargs)
+  F, extra = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+  F = F[..., :x.shape[-1]].astype(x.dtype)
+  return _arrays.bcast(c.c_skip, x) * x + _arrays.bcast(c.c_out, x) * F, extra

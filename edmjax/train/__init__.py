@@ -2,7 +2,9 @@
 
 * `config`: frozen dataclasses (`TrainConfig` and its parts), JSON, `--set` overrides.
 * `state`: the `TrainState` pytree.
-* `optim`: Adam, lr ramp-up and EMA with NVlabs' formulas.
+* `optim`: Adam, lr ramp-up and EMA with NVlabs' formulas; EDM2's
+  `learning_rate_schedule`.
+* `phema`: EDM2's power-function EMA tracks and post-hoc reconstruction.
 * `step`: `make_train_step` (EDM / VP / VE / DDPM objectives, accumulation, skip of
   non-finite steps).
 * `parallel`: the device mesh, sharded global batches, multi-host initialisation.
@@ -22,10 +24,12 @@ from edmjax.train.models import run_model
 from edmjax.train.optim import ema_beta, ema_update, learning_rate, make_optimizer
 from edmjax.train.state import TrainState, count_params, init_state
 from edmjax.train.step import make_train_step
+from edmjax.train import phema
 
 __all__ = [
     "DataConfig", "LossConfig", "NetConfig", "OptimConfig", "SampleConfig", "TrainConfig",
     "apply_overrides", "field_names", "TrainingDivergedError", "TrainResult", "RunInfo",
     "load_run", "run_model", "train", "ema_beta", "ema_update", "learning_rate",
     "make_optimizer", "TrainState", "count_params", "init_state", "make_train_step",
+    "phema",
 ]

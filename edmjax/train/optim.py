@@ -17,17 +17,30 @@ Adam is `optax.scale_by_adam(b1, b2, eps)` (PyTorch's Adam: ε added to sqrt(v̂
 followed by −lr(nimg); the learning rate is computed here, not by an optax schedule,
 because it is a function of images (not of optimizer updates, which skipped steps
 do not advance).
+
+EDM2 (Karras et al. 2024, Eq. 4 and NVlabs/edm2 `learning_rate_schedule`) decays the
+rate as the inverse square root of the training time after `ref_batches` steps and
+ramps it up linearly over `rampup_Mimg` million images:
+
+.. math::
+  lr(nimg) = \\frac{ref\\_lr}{\\sqrt{\\max(nimg / (ref\\_batches \\cdot batch), 1)}}
+  \\cdot \\min\\Big(\\frac{nimg}{rampup\\_Mimg \\cdot 10^6}, 1\\Big)
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from edmjax.train.config import OptimConfig
 
-__all__ = ["make_optimizer", "learning_rate", "ema_beta", "ema_update"]
+__all__ = ["make_optimizer", "learning_rate", "ema_beta", "ema_update",
+           "learning_rate_schedule", "EDM2_ADAM"]
+
+EDM2_ADAM = dict(beta1=0.9, beta2=0.99, eps=1e-8)
+"""Adam as NVlabs/edm2 trains (`betas=(0.9, 0.99)`), as `OptimConfig` fields."""
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
@@ -54,3 +67,34 @@ def ema_beta(cfg: OptimConfig, nimg, batch_size: int):
 def ema_update(ema_params, params, beta):
   """θ_ema ← θ + β (θ_ema − θ), leaf by leaf (NVlabs: `p_net.lerp(p_ema, beta)`)."""
   return jax.tree.map(lambda e, p: p + beta.astype(p.dtype) * (e - p), ema_params, params)
+
+
+def learning_rate_schedule(cur_nimg, batch_size, ref_lr=100e-4, ref_batches=70e3,
+                           rampup_Mimg=10):
+  """EDM2's learning rate: inverse-square-root decay with a linear ramp-up.
+
+  NVlabs/edm2's signature and defaults; `ref_batches` 0 disables the decay and
+  `rampup_Mimg` 0 the ramp-up. Host numbers (Python or NumPy) give a float64 float
+  (NVlabs' arithmetic); a JAX array `cur_nimg` (inside a jitted step) gives float32.
+
+  Example:
+    >>> learning_rate_schedule(4 * 70e3 * 2048, batch_size=2048, ref_lr=0.012)  # 4x ref
+    0.006
+    >>> learning_rate_schedule(5e6, batch_size=2048, ref_lr=0.012)          # ramp-up
+    0.006
+  """
+  if isinstance(cur_nimg, jax.Array):
+    nimg = cur_nimg.astype(jnp.float32)
+    lr = jnp.float32(ref_lr)
+    if ref_batches > 0:
+      lr = lr / jnp.sqrt(jnp.maximum(nimg / jnp.float32(ref_batches * batch_size), 1.0))
+    if rampup_Mimg > 0:
+      lr = lr * jnp.minimum(nimg / jnp.float32(rampup_Mimg * 1e6), 1.0)
+    return lr
+  nimg = float(cur_nimg)
+  lr = float(ref_lr)
+  if ref_batches > 0:
+    lr /= float(np.sqrt(max(nimg / (ref_batches * batch_size), 1.0)))
+  if rampup_Mimg > 0:
+    lr *= min(nimg / (rampup_Mimg * 1e6), 1.0)
+  return lr
