@@ -84,8 +84,8 @@ def vp_loss_weight(sigma):
 ve_loss_weight = vp_loss_weight
 
 
-def weighted_denoising_loss(denoise: Denoiser, images, sigma, noise, weight):
-  """λ(σ)·(D(y + σn; σ) − y)², per element. `noise` is unit-variance n, NHWC."""
+def _check_noisy_batch(images, sigma, noise):
+  """Raises ValueError unless images are NHWC, noise is shaped like them, σ is (batch,) > 0."""
   _checks.check_nhwc("images", images)
   if noise.shape != images.shape:
     raise ValueError(f"noise has shape {noise.shape}; expected the images' {images.shape}.")
@@ -93,6 +93,11 @@ def weighted_denoising_loss(denoise: Denoiser, images, sigma, noise, weight):
     raise ValueError(
         f"sigma has shape {sigma.shape}; expected (batch,) = {images.shape[:1]}.")
   _checks.check_positive("sigma", sigma)
+
+
+def weighted_denoising_loss(denoise: Denoiser, images, sigma, noise, weight):
+  """λ(σ)·(D(y + σn; σ) − y)², per element. `noise` is unit-variance n, NHWC."""
+  _check_noisy_batch(images, sigma, noise)
   denoised = denoise(images + _arrays.bcast(sigma, images) * noise, sigma)
   return _arrays.bcast(weight, images) * (denoised - images)**2
 
@@ -181,12 +186,7 @@ def edm2_loss(denoise: Callable[[Array, Array], tuple], images, key, *, P_mean=-
   sigma, noise = _sigma_and_noise(
       key, images, sigma, noise,
       lambda k, b, dtype: edm_sample_sigma(k, b, P_mean=P_mean, P_std=P_std, dtype=dtype))
-  _checks.check_nhwc("images", images)
-  if noise.shape != images.shape:
-    raise ValueError(f"noise has shape {noise.shape}; expected the images' {images.shape}.")
-  if sigma.shape != images.shape[:1]:
-    raise ValueError(
-        f"sigma has shape {sigma.shape}; expected (batch,) = {images.shape[:1]}.")
+  _check_noisy_batch(images, sigma, noise)
   denoised, logvar = denoise(images + _arrays.bcast(sigma, images) * noise, sigma)
   logvar = _arrays.bcast(jnp.reshape(logvar, sigma.shape).astype(images.dtype), images)
   weight = _arrays.bcast(edm_loss_weight(sigma, sigma_data), images)
