@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edmjax.train import phema
+from edmjax.train import phema, snapshots
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "edm2_reference.npz")
 
@@ -162,3 +162,29 @@ def test_errors_name_the_value():
     phema.reconstruct([1000, 2000], [0.05, 0.05], lambda i: {}, [0.1], out_nimg=1500)
   with pytest.raises(ValueError, match="2 EMA tracks but 1 stds"):
     phema.update_tracks(({}, {}), {}, stds=(0.05,), nimg=1, batch_size=1)
+
+
+def test_snapshots_round_trip_list_in_time_order_and_feed_reconstruct(tmp_path):
+  rng = np.random.default_rng(1)
+  params = {"unet": {"w": rng.standard_normal((3, 2)).astype(np.float32)},
+            "b": jnp.arange(4.0)}
+  d = str(tmp_path / snapshots.SNAPSHOT_DIR)
+  for nimg in (2048, 1024):
+    for std in (0.1, 0.05):
+      snapshots.save(d, nimg, std, jax.tree.map(lambda v, s=std, n=nimg: v + s * n, params))
+  (tmp_path / snapshots.SNAPSHOT_DIR / "ema-0000001024-0.050.npz.tmp.npz").write_bytes(b"")
+  snapshots.save(d, 1024, 0.07, params, prefix="phema")
+  found = snapshots.list_snapshots(d)
+  assert [(s.nimg, s.std) for s in found] == [(1024, 0.05), (1024, 0.1), (2048, 0.05),
+                                              (2048, 0.1)]
+  assert [s.std for s in snapshots.list_snapshots(d, stds=[0.1])] == [0.1, 0.1]
+  loaded, nimg, std = snapshots.load(found[3].path)
+  assert (nimg, std) == (2048, 0.1)
+  np.testing.assert_array_equal(loaded["unet"]["w"], params["unet"]["w"] + 204.8)
+  assert loaded["b"].dtype == np.float32
+  # A tracked profile at its own time is that snapshot.
+  out = phema.reconstruct([s.nimg for s in found], [s.std for s in found],
+                          lambda i: snapshots.load(found[i].path)[0], [0.05], out_nimg=2048)
+  np.testing.assert_allclose(out[0]["b"], np.arange(4.0) + 102.4, rtol=1e-6)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    snapshots.list_snapshots(str(tmp_path / "nowhere"))
