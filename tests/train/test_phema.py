@@ -5,6 +5,7 @@ by tests/fixtures/make_edm2_fixture.py; everything else is a closed form.
 """
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -188,3 +189,32 @@ def test_snapshots_round_trip_list_in_time_order_and_feed_reconstruct(tmp_path):
   np.testing.assert_allclose(out[0]["b"], np.arange(4.0) + 102.4, rtol=1e-6)
   with pytest.raises(FileNotFoundError, match="does not exist"):
     snapshots.list_snapshots(str(tmp_path / "nowhere"))
+
+
+def _script():
+  root = os.path.join(os.path.dirname(__file__), "..", "..", "experiments")
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  import reconstruct_phema  # pylint: disable=g-import-not-at-top
+  return reconstruct_phema
+
+
+def test_reconstruct_script_writes_phema_files_from_a_workdir(tmp_path, capsys):
+  script = _script()
+  assert script.parse_std_list("0.01,0.02,...,0.05,0.1") == [0.01, 0.02, 0.03, 0.04, 0.05,
+                                                             0.1]
+  d = str(tmp_path / snapshots.SNAPSHOT_DIR)
+  for nimg in (100, 200, 300):
+    for std in (0.05, 0.1):
+      snapshots.save(d, nimg, std, {"w": np.full(2, nimg + std, np.float32)})
+  assert script.main(["--workdir", str(tmp_path), "--std", "0.1,0.07", "--nimg", "200"]) == 0
+  out = snapshots.list_snapshots(str(tmp_path / "phema"), prefix="phema")
+  assert [(s.nimg, s.std) for s in out] == [(200, 0.07), (200, 0.1)]
+  np.testing.assert_allclose(snapshots.load(out[1].path)[0]["w"], 200.1, rtol=1e-6)
+  assert script.main(["--workdir", str(tmp_path), "--std", "0.1", "--nimg", "250"]) == 2
+  assert "not the time of any snapshot" in capsys.readouterr().err
+  for bad in (["--std", "0.3"], ["--std", "0.01,...,0.05"], ["--std", "0.1", "--max-batch",
+                                                              "0"]):
+    with pytest.raises(SystemExit) as e:
+      script.parse_args(["--workdir", str(tmp_path)] + bad)
+    assert e.value.code == 2
