@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from edmjax.train import phema, snapshots
+
 EXAMPLES = """
 Examples:
   python experiments/reconstruct_phema.py --workdir out/digits_edm2 --std 0.05,0.1,0.15
@@ -80,7 +82,6 @@ def parse_args(argv=None):
     args.in_std = None if args.in_std is None else parse_std_list(args.in_std)
   except ValueError as e:
     p.error(str(e))
-  from edmjax.train import phema  # pylint: disable=g-import-not-at-top
   for s in args.std + (args.in_std or []):
     if not 0 < s < phema.MAX_STD:
       p.error(f"--std {s} is not allowed; σ_rel must lie in (0, {phema.MAX_STD:.4f}).")
@@ -91,7 +92,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  from edmjax.train import phema, snapshots  # pylint: disable=g-import-not-at-top
   try:
     found = snapshots.list_snapshots(os.path.join(args.workdir, snapshots.SNAPSHOT_DIR),
                                      stds=args.in_std)

@@ -173,7 +173,7 @@ def _weight_rms(params):
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {jax.tree_util.keystr(p): np.sqrt(np.mean(np.square(np.asarray(w)),
                                                    axis=tuple(range(w.ndim - 1))))
-          for p, w in flat if edm2_unet._is_mp_weight(p)}  # pylint: disable=protected-access
+          for p, w in flat if p[-1].key == "weight"}
 
 
 def _assert_unit_rows(params):
