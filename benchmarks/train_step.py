@@ -7,6 +7,10 @@ Configs:
   ddpmpp32_b32_bf16  the same with bfloat16 compute (parameters, sigma and loss float32)
   cifar10_b512    EDM's CIFAR-10 DDPM++ (128 ch, batch 512); on CPU it is run only if
                   it fits in --max-seconds, else reported as skipped
+  edm2_digits     experiments/configs.py digits_edm2 (EDM2UNet 32 ch, 8x8, 10 classes,
+                  batch 64: uncertainty loss, 2 EMA tracks, forced weight normalisation)
+  edm2_img64_s_b128  NVlabs/edm2's edm2-img64-s (280M parameters, 64x64x3, 1000 classes,
+                  bf16) at batch 128; accelerators only (on CPU reported as skipped)
 
 Usage: python benchmarks/train_step.py [--configs a,b] [--steps 5] [--max-seconds 300]
 """
@@ -39,8 +43,14 @@ def _configs():
   big = dataclasses.replace(configs.cifar10_ddpmpp(), data=C.DataConfig(name="synthetic"))
   small_bf16 = dataclasses.replace(
       small, net=dataclasses.replace(small.net, dtype="bfloat16"))
-  return {"digits_default": (d, (8, 8, 1)), "ddpmpp32_b32": (small, (32, 32, 3)),
-          "ddpmpp32_b32_bf16": (small_bf16, (32, 32, 3)), "cifar10_b512": (big, (32, 32, 3))}
+  e = configs.digits_edm2()
+  e = dataclasses.replace(e, loss=dataclasses.replace(e.loss, sigma_data=0.75))
+  img64 = dataclasses.replace(configs.get_config("edm2_img64_s"), batch_size=128,
+                              data=C.DataConfig(name="synthetic", cond=True))
+  return {"digits_default": (d, (8, 8, 1), 10), "ddpmpp32_b32": (small, (32, 32, 3), 10),
+          "ddpmpp32_b32_bf16": (small_bf16, (32, 32, 3), 10),
+          "cifar10_b512": (big, (32, 32, 3), 10), "edm2_digits": (e, (8, 8, 1), 10),
+          "edm2_img64_s_b128": (img64, (64, 64, 3), 1000)}
 
 
 def _peak_memory(device):
@@ -50,12 +60,12 @@ def _peak_memory(device):
   return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def bench(name, cfg, shape, steps):
+def bench(name, cfg, shape, steps, num_classes=10):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from edmjax.train import loop, parallel  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
-  built = loop.build(cfg, mesh, shape, 10)
+  built = loop.build(cfg, mesh, shape, num_classes)
   t0 = time.time()
   state = built.init(jax.random.key_data(jax.random.key(0)))
   jax.block_until_ready(state)
@@ -103,7 +113,12 @@ def main(argv=None):
   cfgs = _configs()
   results = []
   for name in args.configs.split(","):
-    cfg, shape = cfgs[name]
+    cfg, shape, num_classes = cfgs[name]
+    if name == "edm2_img64_s_b128" and jax.devices()[0].platform == "cpu":
+      results.append(dict(config=name, skipped=True, reason=(
+          "CPU: a 280M-parameter network at 64x64, batch 128; run it on an accelerator")))
+      print(json.dumps(results[-1]), flush=True)
+      continue
     if name == "cifar10_b512" and jax.devices()[0].platform == "cpu":
       small = next((r for r in results if r["config"] == "ddpmpp32_b32"), None)
       # 128 channels vs 32: ~16x the FLOPs per image; 512 images per step.
@@ -114,7 +129,7 @@ def main(argv=None):
             f"{args.max_seconds:g}" if est else "CPU: run ddpmpp32_b32 first to estimate")))
         print(json.dumps(results[-1]), flush=True)
         continue
-    results.append(bench(name, cfg, shape, args.steps))
+    results.append(bench(name, cfg, shape, args.steps, num_classes))
     print(json.dumps(results[-1]), flush=True)
   return 0
 

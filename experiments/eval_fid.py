@@ -33,6 +33,8 @@ import os
 import sys
 import time
 
+import guidance_args
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 EXAMPLES = """
@@ -105,6 +107,7 @@ def parse_args(argv=None):
                  help="on CPU, split the host into N JAX devices for sampling (default: "
                       "one per core, as many as divide --batch; 0 = leave one device); "
                       "sample on at most N devices")
+  guidance_args.add_arguments(f)
   f.add_argument("--num-images", type=int, default=1000, metavar="N")
   f.add_argument("--seed", type=int, default=0, metavar="S", help="first seed")
   f.add_argument("--save-images", default=None, metavar="FILE.npz",
@@ -190,17 +193,18 @@ def sampler_spec(args):
 def generate_images(args, spec):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from edmjax.train import generate, loop  # pylint: disable=g-import-not-at-top
-  _, model, info = loop.load_run(args.checkpoint, step=args.step)
+  from edmjax.train import generate  # pylint: disable=g-import-not-at-top
+  _, model, info, model_fn, variables, what = guidance_args.load(args.checkpoint, args,
+                                                                 step=args.step)
   seeds = np.arange(args.seed, args.seed + args.num_images, dtype=np.int64)
   labels = (seeds % info.label_dim).astype(np.int32) if info.label_dim else None
   mesh = (generate.generation_mesh(args.batch, jax.devices()[:args.cpu_devices])
           if args.cpu_devices else None)
-  images = generate.generate(info.model_fn, seeds, spec, image_shape=info.image_shape,
+  images = generate.generate(model_fn, seeds, spec, image_shape=info.image_shape,
                              batch_size=args.batch, class_labels=labels,
-                             variables=info.variables, mesh=mesh, progress=True)
+                             variables=variables, mesh=mesh, progress=True)
   nfe = spec.nfe(model.eps.T if model.eps is not None else None)
-  return images, f"{args.checkpoint} step {info.step}, {spec.label} ({nfe} NFE)"
+  return images, f"{what}, {spec.label} ({nfe} NFE)"
 
 
 def _reference(args, net):
@@ -246,6 +250,11 @@ def cmd_fd(args):
     except ValueError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
+
+    def error(message):
+      print(f"error: {message}", file=sys.stderr)
+      raise SystemExit(2)
+    guidance_args.check(args, error)
     if args.cpu_devices != 0:
       from edmjax.train import parallel  # pylint: disable=g-import-not-at-top
       parallel.split_cpu_into_devices(args.batch, max_devices=args.cpu_devices)
@@ -262,7 +271,11 @@ def cmd_fd(args):
     return 2
   t0 = time.time()
   if args.checkpoint:
-    images, what = generate_images(args, spec)
+    try:
+      images, what = generate_images(args, spec)
+    except (FileNotFoundError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
     if args.save_images:
       np.savez(args.save_images, images=images)
   else:

@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+import guidance_args
+
 EXAMPLES = """
 Examples:
   python experiments/sample.py --workdir out/digits_edm --seeds 0-63
@@ -23,6 +25,10 @@ Examples:
   python experiments/sample.py --workdir out/digits_ddpm --sampler ddim --opt num_steps=50
   python experiments/sample.py --workdir out/digits_ddpm --sampler edm   # the VP bridge
   python experiments/sample.py --workdir out/digits_edm --class 3 --seeds 0-15
+  python experiments/sample.py --workdir out/digits_edm2 --ema 0.1 --guidance 2 \
+      --guidance-interval 0.3,5            # classifier-free, a tracked EMA
+  python experiments/sample.py --workdir out/digits_edm2 --ema out/digits_edm2/phema/\
+phema-0000128000-0.070.npz --guidance 1.5 --guide-workdir out/digits_edm2_guide
   python experiments/sample.py --list-samplers
 """
 
@@ -71,6 +77,7 @@ def main(argv=None):
                  help="on CPU, split the host into N JAX devices (default: one per core, "
                       "as many as divide --batch; 0 = leave one device); sample on at "
                       "most N devices")
+  guidance_args.add_arguments(p)
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--out", default=None, metavar="PATH",
                  help="output path without extension (default: WORKDIR/generated/<sampler>)")
@@ -92,6 +99,7 @@ def main(argv=None):
     p.error(f"--seeds {args.seeds!r} names no seed")
   if args.batch < 1:
     p.error(f"--batch {args.batch} must be >= 1")
+  guidance_args.check(args, p.error)
   if not os.path.exists(os.path.join(args.workdir, "config.json")):
     p.error(f"--workdir {args.workdir!r} has no config.json; pass a work directory of "
             "experiments/train.py")
@@ -104,8 +112,9 @@ def main(argv=None):
   from edmjax.train import generate, loop, monitor  # pylint: disable=g-import-not-at-top
 
   try:
-    cfg, model, info = loop.load_run(args.workdir, step=args.step)
-  except FileNotFoundError as e:
+    cfg, model, info, model_fn, variables, what = guidance_args.load(args.workdir, args,
+                                                                     step=args.step)
+  except (FileNotFoundError, ValueError) as e:
     p.error(str(e))
   labels = None
   if info.label_dim:
@@ -121,9 +130,9 @@ def main(argv=None):
             f"(data.cond={cfg.data.cond})")
   mesh = (generate.generation_mesh(args.batch, jax.devices()[:args.cpu_devices])
           if args.cpu_devices else None)
-  images = generate.generate(info.model_fn, seeds, spec, image_shape=info.image_shape,
+  images = generate.generate(model_fn, seeds, spec, image_shape=info.image_shape,
                              batch_size=args.batch, class_labels=labels,
-                             variables=info.variables, mesh=mesh,
+                             variables=variables, mesh=mesh,
                              progress=not args.no_progress)
   out = args.out or os.path.join(args.workdir, "generated", args.sampler)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -131,7 +140,8 @@ def main(argv=None):
            labels=np.zeros(0, np.int32) if labels is None else labels)
   monitor.save_grid(out + ".png", np.clip(images, -1, 1))
   nfe = spec.nfe(model.eps.T if model.eps is not None else None)
-  print(f"{len(seeds)} samples ({spec!r}, {nfe} NFE, step {info.step}) -> "
+  guided = " (x2 where guided)" if model_fn is not info.model_fn else ""
+  print(f"{len(seeds)} samples ({spec!r}, {nfe} NFE{guided}; {what}) -> "
         f"{out}.png, {out}.npz")
   return 0
 

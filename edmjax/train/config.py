@@ -28,8 +28,8 @@ __all__ = [
     "apply_overrides", "field_names",
 ]
 
-OBJECTIVES = ("edm", "vp", "ve", "ddpm")
-ARCHS = ("ddpmpp", "ncsnpp", "adm")
+OBJECTIVES = ("edm", "vp", "ve", "ddpm", "edm2")
+ARCHS = ("ddpmpp", "ncsnpp", "adm", "edm2")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -39,8 +39,12 @@ class NetConfig:
 
   `arch='ddpmpp'` and `'ncsnpp'` build `edmjax.nn.SongUNet` with the paper's presets
   (positional/standard/standard, resample (1, 1) vs Fourier/residual, (1, 3, 3, 1));
-  `'adm'` builds `edmjax.nn.DhariwalUNet`. `dtype` is the compute dtype of the
-  convolutional path ('float32' or 'bfloat16'); parameters always stay float32.
+  `'adm'` builds `edmjax.nn.DhariwalUNet`; `'edm2'` builds `edmjax.nn.EDM2UNet`
+  (NVlabs/edm2's magnitude-preserving UNet with its uncertainty head; train it with
+  `loss.objective='edm2'`), which also reads the fields below `dtype` (NVlabs/edm2's
+  defaults; `channel_mult_noise` None is `channel_mult[0]`). `dtype` is the compute
+  dtype of the convolutional path ('float32' or 'bfloat16'); parameters always stay
+  float32.
   """
   arch: str = "ddpmpp"
   model_channels: int = 128
@@ -51,6 +55,15 @@ class NetConfig:
   dropout: float = 0.13
   label_dropout: float = 0.0
   dtype: str = "float32"
+  # EDM2UNet only (NVlabs/edm2 `UNet` and `Block` arguments, `Precond.logvar_channels`).
+  channel_mult_noise: int | None = None
+  label_balance: float = 0.5
+  concat_balance: float = 0.5
+  res_balance: float = 0.3
+  attn_balance: float = 0.3
+  clip_act: float | None = 256.0
+  channels_per_head: int = 64
+  logvar_channels: int = 128
 
   def __post_init__(self):
     _checks.check_choice("net.arch", self.arch, ARCHS)
@@ -99,7 +112,9 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  """The objective: 'edm', 'vp', 've' (through `make_denoiser`) or 'ddpm' (ε-prediction).
+  """The objective: 'edm', 'vp', 've' (through `make_denoiser`), 'ddpm' (ε-prediction)
+  or 'edm2' (EDM's preconditioning, σ density with `P_mean`, `P_std` and the loss
+  with learned uncertainty, `edmjax.losses.edm2_loss`; needs `net.arch='edm2'`).
 
   `sigma_data=None` means "estimate it from the data" (the loop resolves it with
   `edmjax.data.stats.estimate_sigma_data` and records the value in the workdir's
@@ -136,6 +151,12 @@ class OptimConfig:
   β_ema = 0.5^(batch / max(min(ema_halflife_kimg·1000, nimg·ema_rampup_ratio), 1e-8))
   (no ramp-up when `ema_rampup_ratio` is None), with nimg the images consumed before
   the step.
+
+  EDM2 (NVlabs/edm2): `lr_decay_batches` > 0 selects its `learning_rate_schedule`,
+  lr / sqrt(max(nimg / (lr_decay_batches · batch), 1)) · min(nimg / (lr_rampup_kimg ·
+  1000), 1) (its `ref_lr`, `ref_batches`, `rampup_Mimg`); `ema_stds` are the σ_rel of
+  power-function EMA tracks kept beside the EMA above (`edmjax.train.phema`; EDM2
+  trains with 0.050 and 0.100, `edmjax.train.phema.DEFAULT_STDS`).
   """
   lr: float = 10e-4
   beta1: float = 0.9
@@ -144,6 +165,17 @@ class OptimConfig:
   lr_rampup_kimg: float = 10000.0
   ema_halflife_kimg: float = 500.0
   ema_rampup_ratio: float | None = 0.05
+  lr_decay_batches: float = 0.0
+  ema_stds: tuple[float, ...] = ()
+
+  def __post_init__(self):
+    _checks.check_nonnegative("optim.lr_decay_batches", self.lr_decay_batches)
+    if len(set(self.ema_stds)) != len(self.ema_stds):
+      raise ValueError(f"optim.ema_stds={self.ema_stds} has repeated values.")
+    for s in self.ema_stds:
+      if not 0 < s < 0.2887:
+        raise ValueError(f"optim.ema_stds has {s}; a power-function EMA's σ_rel must lie "
+                         "in (0, 0.2887).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +237,9 @@ class TrainConfig:
       (non-finite) steps in a row.
     log_every, checkpoint_every, sample_every: intervals in steps (0: only at the end).
     keep_checkpoints: how many recent checkpoints orbax keeps.
+    snapshot_nimg: every this many training images, each EMA track of
+      `optim.ema_stds` is saved to `<workdir>/snapshots` (`edmjax.train.snapshots`,
+      the input of post-hoc EMA reconstruction); a multiple of `batch_size`; 0: none.
   """
   net: NetConfig = NetConfig()
   data: DataConfig = DataConfig()
@@ -220,12 +255,26 @@ class TrainConfig:
   checkpoint_every: int = 1000
   sample_every: int = 0
   keep_checkpoints: int = 3
+  snapshot_nimg: int = 0
 
   def __post_init__(self):
     _checks.check_int_at_least("batch_size", self.batch_size, 1)
     _checks.check_int_at_least("accum_steps", self.accum_steps, 1)
     _checks.check_int_at_least("total_steps", self.total_steps, 0)
     _checks.check_int_at_least("max_consecutive_bad_steps", self.max_consecutive_bad_steps, 1)
+    _checks.check_int_at_least("snapshot_nimg", self.snapshot_nimg, 0)
+    if self.snapshot_nimg and (self.snapshot_nimg % self.batch_size
+                               or not self.optim.ema_stds):
+      raise ValueError(f"snapshot_nimg={self.snapshot_nimg} needs EMA tracks "
+                       f"(optim.ema_stds={self.optim.ema_stds}) and must be a multiple of "
+                       f"batch_size={self.batch_size}.")
+    if (self.net.arch == "edm2") != (self.loss.objective == "edm2"):
+      raise ValueError(f"net.arch={self.net.arch!r} with loss.objective="
+                       f"{self.loss.objective!r}: the EDM2 network and the EDM2 loss "
+                       "(learned uncertainty) go together; set both to 'edm2' or neither.")
+    if self.net.arch == "edm2" and self.data.augment_p > 0:
+      raise ValueError(f"data.augment_p={self.data.augment_p} with net.arch='edm2': "
+                       "EDM2UNet takes no augmentation labels; set data.augment_p=0.")
     if self.batch_size % self.accum_steps:
       raise ValueError(f"batch_size={self.batch_size} must be a multiple of "
                        f"accum_steps={self.accum_steps}.")

@@ -23,6 +23,8 @@ A work directory holds:
   loss.png           loss and loss per σ bin against kimg
   loss_per_sigma.csv the same numbers as CSV
   samples/           sample grids (EMA parameters): step_<step>.png and .npz
+  snapshots/         EMA tracks every `snapshot_nimg` images (`optim.ema_stds`;
+                     `edmjax.train.snapshots`), for post-hoc EMA
   neighbours.json    nearest-training-neighbour distances: samples vs held-out images
 
 Calling `train` again on the same work directory resumes from its newest complete
@@ -55,13 +57,14 @@ from edmjax.train import monitor
 from edmjax.train import optim
 from edmjax.train import parallel
 from edmjax.train import runner
+from edmjax.train import snapshots
 from edmjax.train import step as step_lib
 from edmjax.train.config import SampleConfig, TrainConfig, from_json, to_dict, to_json
 from edmjax.train.state import TrainState, count_params, init_state, init_variables
 
 __all__ = ["train", "TrainResult", "TrainingDivergedError", "load_data", "resolve_config",
            "build", "Built", "read_config", "load_run", "RunInfo", "DataBundle",
-           "training_images", "grid_seeds_and_labels"]
+           "training_images", "grid_seeds_and_labels", "write_snapshots"]
 
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}  # init runs once
 
@@ -206,7 +209,7 @@ def _build(cfg: TrainConfig, sample_cfg: SampleConfig, mesh, image_shape,
 
   def init(key_data):
     return init_state(model, optimizer, key_data, image_shape, label_dim=label_dim,
-                      augment_dim=augment_dim)
+                      augment_dim=augment_dim, ema_stds=tuple(cfg.optim.ema_stds))
 
   init_jit = jax.jit(init, out_shardings=rep)
   init_c = functools.partial(_compile_once, init_jit, _INIT_COMPILER_OPTIONS)
@@ -263,7 +266,8 @@ class RunInfo(NamedTuple):
   model_fn: Any
 
 
-def load_run(workdir: str, *, step: int | None = None) -> tuple[TrainConfig, Denoiser, RunInfo]:
+def load_run(workdir: str, *, step: int | None = None,
+             ema: float | str | None = None) -> tuple[TrainConfig, Denoiser, RunInfo]:
   """(config, model, info) of a run's newest (or given) checkpoint, for sampling.
 
   Reads only config.json and the EMA parameters and buffers of the checkpoint and
@@ -272,9 +276,20 @@ def load_run(workdir: str, *, step: int | None = None) -> tuple[TrainConfig, Den
   of the objective; the VP bridge with the run's σ table for DDPM runs). Runs saved
   before config.json recorded `data.image_shape` read it from their data once.
 
+  Args:
+    workdir: the run's work directory.
+    step: the checkpoint (default: the newest).
+    ema: which averaged weights: None, the EMA of `optim.ema_halflife_kimg`; a σ_rel
+      of `optim.ema_stds`, that power-function EMA track at the checkpoint; or the
+      path of a snapshot or post-hoc reconstruction file (`edmjax.train.snapshots`,
+      `experiments/reconstruct_phema.py`), whose parameters replace the EMA (the
+      checkpoint still gives the buffers; `info.position` is the file's nimg).
+
   Raises:
     FileNotFoundError: the work directory has no config.json, no checkpoint or not
-      the given step.
+      the given step, or the `ema` file does not exist.
+    ValueError: a σ_rel the run did not track, or a file whose parameters do not
+      fit the network.
   """
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise FileNotFoundError(f"{workdir!r} has no config.json; is it a training work "
@@ -289,18 +304,55 @@ def load_run(workdir: str, *, step: int | None = None) -> tuple[TrainConfig, Den
   shapes = jax.eval_shape(lambda k: init_variables(
       net, k, image_shape, label_dim=label_dim, augment_dim=augment_dim), jax.random.key(0))
   rep = parallel.replicated_sharding(parallel.make_mesh())
+  field, file_params, file_nimg = "ema_params", None, None
+  if isinstance(ema, str):
+    if not os.path.exists(ema):
+      raise FileNotFoundError(f"ema={ema!r}: no such snapshot or reconstruction file.")
+    file_params, file_nimg, _ = snapshots.load(ema)
+    _check_fits(ema, file_params, shapes["params"])
+    field = None
+  elif ema is not None:
+    stds = [round(float(s), 6) for s in cfg.optim.ema_stds]
+    if round(float(ema), 6) not in stds:
+      raise ValueError(f"ema={ema!r}: the run tracked power-function EMAs with σ_rel "
+                       f"{tuple(cfg.optim.ema_stds)} (optim.ema_stds); pass one of them, "
+                       "or a reconstruction file (experiments/reconstruct_phema.py).")
+    field = "ema_tracks"
+  wanted = {"buffers": {k: v for k, v in shapes.items() if k != "params"},
+            "position": jax.ShapeDtypeStruct((), jnp.int32)}
+  if field == "ema_params":
+    wanted["ema_params"] = shapes["params"]
+  elif field == "ema_tracks":
+    wanted["ema_tracks"] = tuple(shapes["params"] for _ in cfg.optim.ema_stds)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                        {"ema_params": shapes["params"],
-                         "buffers": {k: v for k, v in shapes.items() if k != "params"},
-                         "position": jax.ShapeDtypeStruct((), jnp.int32)})
+                        wanted)
   fields, at = checkpoint.load_fields(workdir, target, step=step)
-  variables = {"params": fields["ema_params"], **fields["buffers"]}
+  if field == "ema_params":
+    params = fields["ema_params"]
+  elif field == "ema_tracks":
+    params = fields["ema_tracks"][stds.index(round(float(ema), 6))]
+  else:
+    params = jax.tree.map(lambda v, s: jax.device_put(jnp.asarray(v, s.dtype), rep),
+                          file_params, shapes["params"])
+  variables = {"params": params, **fields["buffers"]}
   model = models.run_model(cfg, variables)
-  info = RunInfo(workdir=workdir, step=at, position=int(fields["position"]),
+  info = RunInfo(workdir=workdir, step=at,
+                 position=int(fields["position"]) if file_nimg is None else file_nimg,
                  image_shape=image_shape, label_dim=label_dim,
-                 sigma_data=cfg.loss.sigma_data if cfg.loss.objective == "edm" else None,
+                 sigma_data=(cfg.loss.sigma_data if cfg.loss.objective in ("edm", "edm2")
+                             else None),
                  variables=variables, model_fn=models.RunModelFn(cfg))
   return cfg, model, info
+
+
+def _check_fits(path: str, params, shapes) -> None:
+  """Raises ValueError unless `params` has the tree and shapes of `shapes`."""
+  def flat(tree):
+    return {jax.tree_util.keystr(p): tuple(np.shape(v))
+            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  if flat(params) != flat(shapes):
+    raise ValueError(f"ema={path!r}: its parameters do not fit this run's network "
+                     "(another run's snapshot?).")
 
 
 def _data_geometry(cfg: TrainConfig):
@@ -391,6 +443,9 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
     hooks.append(runner.Hook(lambda b: _write_samples(built, cfg, b.state, workdir, b.step,
                                                       lead),
                              every=cfg.sample_every, at_end=end == cfg.total_steps))
+  if cfg.snapshot_nimg:
+    hooks.append(runner.Hook(lambda b: write_snapshots(cfg, b.state, workdir) if lead else None,
+                             every=cfg.snapshot_nimg // cfg.batch_size, at_end=False))
   try:
     state, step = runner.run(
         state, lambda st, batch: built.step(st, *batch), next_batch, end=end, hooks=hooks,
@@ -414,6 +469,14 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
       with open(os.path.join(workdir, "neighbours.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
   return TrainResult(state=state, config=cfg, workdir=workdir, neighbours=report)
+
+
+def write_snapshots(cfg: TrainConfig, state: TrainState, workdir: str) -> list[str]:
+  """Saves each EMA track of `state` as `<workdir>/snapshots/ema-<nimg>-<std>.npz`."""
+  directory = os.path.join(workdir, snapshots.SNAPSHOT_DIR)
+  nimg = int(state.position)
+  return [snapshots.save(directory, nimg, std, track)
+          for std, track in zip(cfg.optim.ema_stds, state.ema_tracks)]
 
 
 class _MetricsLog:

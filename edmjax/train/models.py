@@ -15,6 +15,7 @@ that branches on the training objective for sampling:
 objective  model                                               σ range (NVlabs)
 =========  ==================================================  ===================
 edm        EDMPrecond: c_skip x + c_out F(c_in x; ¼ ln σ)       [0, ∞)
+edm2       NVlabs/edm2 Precond: the same, u(σ) unused          [0, ∞)
 vp         VPPrecond: x − σ F(x/√(1+σ²); (M−1) t(σ))            [σ(ε_t), σ(1)]
 ve         VEPrecond: x + σ F(x; ln(σ/2))                        [σ_min, σ_max] of
                                                                the loss (0.02, 100)
@@ -52,8 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from edmjax import ddpm
+from edmjax import guidance
 from edmjax import losses
 from edmjax import nn
+from edmjax.nn import edm2_unet
 from edmjax import precond
 from edmjax import schedules
 from edmjax.model import Denoiser, EpsModel
@@ -61,7 +64,8 @@ from edmjax.train.config import LossConfig, NetConfig, TrainConfig
 
 __all__ = ["build_net", "build_run_net", "run_geometry", "compute_dtype", "scalings_fn",
            "sigma_range", "loss_weight", "ddpm_betas", "make_apply", "make_model_denoiser",
-           "make_eps_fn", "run_model", "RunModelFn", "AUGMENT_DIM"]
+           "make_uncertainty_denoiser", "weight_renormalization",
+           "make_eps_fn", "run_model", "RunModelFn", "GuidedModelFn", "AUGMENT_DIM"]
 
 AUGMENT_DIM = 9  # NVlabs' AugmentPipe label size
 
@@ -73,6 +77,21 @@ def compute_dtype(net_cfg: NetConfig):
 def build_net(net_cfg: NetConfig, *, img_resolution: int, channels: int,
               label_dim: int = 0, augment_dim: int = 0):
   """The flax module of `net_cfg` for images (img_resolution, img_resolution, channels)."""
+  if net_cfg.arch == "edm2":
+    if augment_dim:
+      raise ValueError("net.arch='edm2' takes no augmentation labels; set "
+                       "data.augment_p=0.")
+    return nn.EDM2UNet(
+        img_resolution=img_resolution, img_channels=channels, label_dim=label_dim,
+        model_channels=net_cfg.model_channels, channel_mult=tuple(net_cfg.channel_mult),
+        channel_mult_noise=net_cfg.channel_mult_noise,
+        channel_mult_emb=net_cfg.channel_mult_emb, num_blocks=net_cfg.num_blocks,
+        attn_resolutions=tuple(net_cfg.attn_resolutions),
+        label_balance=net_cfg.label_balance, concat_balance=net_cfg.concat_balance,
+        channels_per_head=net_cfg.channels_per_head, dropout=net_cfg.dropout,
+        res_balance=net_cfg.res_balance, attn_balance=net_cfg.attn_balance,
+        clip_act=net_cfg.clip_act, logvar_channels=net_cfg.logvar_channels,
+        label_dropout=net_cfg.label_dropout, dtype=compute_dtype(net_cfg))
   common = dict(img_resolution=img_resolution, in_channels=channels, out_channels=channels,
                 label_dim=label_dim, augment_dim=augment_dim,
                 model_channels=net_cfg.model_channels,
@@ -89,6 +108,12 @@ def build_net(net_cfg: NetConfig, *, img_resolution: int, channels: int,
   return nn.SongUNet(embedding_type="fourier", encoder_type="residual",
                      decoder_type="standard", channel_mult_noise=2,
                      resample_filter=(1, 3, 3, 1), **common)
+
+
+def weight_renormalization(net_cfg: NetConfig) -> Callable[[Any], Any] | None:
+  """`params -> params` run after each optimizer update: EDM2's forced weight
+  normalisation (`edmjax.nn.edm2_unet.renormalize`) for 'edm2', else None."""
+  return edm2_unet.renormalize if net_cfg.arch == "edm2" else None
 
 
 def run_geometry(cfg: TrainConfig) -> tuple[tuple[int, int, int], int, int]:
@@ -117,12 +142,13 @@ def build_run_net(cfg: TrainConfig):
 
 
 def scalings_fn(loss_cfg: LossConfig) -> Callable:
-  """σ ↦ Scalings of the objective (EDM with its σ_data; VP; VE)."""
-  if loss_cfg.objective == "edm":
+  """σ ↦ Scalings of the objective (EDM and EDM2 with their σ_data; VP; VE)."""
+  if loss_cfg.objective in ("edm", "edm2"):
     if loss_cfg.sigma_data is None:
       raise ValueError("loss.sigma_data is None; resolve it from the data first "
                        "(edmjax.data.stats.estimate_sigma_data) or set a number.")
-    return functools.partial(precond.edm_scalings, sigma_data=loss_cfg.sigma_data)
+    fn = precond.edm_scalings if loss_cfg.objective == "edm" else precond.edm2_scalings
+    return functools.partial(fn, sigma_data=loss_cfg.sigma_data)
   if loss_cfg.objective == "vp":
     return functools.partial(precond.vp_scalings, beta_d=loss_cfg.beta_d,
                              beta_min=loss_cfg.beta_min)
@@ -135,10 +161,10 @@ def scalings_fn(loss_cfg: LossConfig) -> Callable:
 def sigma_range(loss_cfg: LossConfig) -> tuple[float, float]:
   """(sigma_min, sigma_max) a network of an edm / vp / ve objective supports.
 
-  NVlabs' preconditioners: EDMPrecond [0, ∞); VPPrecond [σ(ε_t), σ(1)] of its
+  NVlabs' preconditioners: EDMPrecond (and EDM2's Precond) [0, ∞); VPPrecond [σ(ε_t), σ(1)] of its
   β_d, β_min (σ(t) = sqrt(exp(½ β_d t² + β_min t) − 1)); VEPrecond [σ_min, σ_max].
   """
-  if loss_cfg.objective == "edm":
+  if loss_cfg.objective in ("edm", "edm2"):
     return 0.0, math.inf
   if loss_cfg.objective == "vp":
     lo, hi = (float(schedules.vp_sigma(t, loss_cfg.beta_d, loss_cfg.beta_min))
@@ -151,9 +177,9 @@ def sigma_range(loss_cfg: LossConfig) -> tuple[float, float]:
 
 
 def loss_weight(loss_cfg: LossConfig) -> Callable:
-  """σ ↦ λ(σ) of the objective: EDM's (σ² + σ_d²)/(σ σ_d)², else 1/σ² (VP, VE, and
-  DDPM's ε loss seen through the VP bridge)."""
-  if loss_cfg.objective == "edm":
+  """σ ↦ λ(σ) of the objective: EDM's (σ² + σ_d²)/(σ σ_d)² (EDM2's before its learned
+  e^{-u}), else 1/σ² (VP, VE, and DDPM's ε loss seen through the VP bridge)."""
+  if loss_cfg.objective in ("edm", "edm2"):
     return functools.partial(losses.edm_loss_weight, sigma_data=loss_cfg.sigma_data)
   return losses.vp_loss_weight
 
@@ -167,13 +193,15 @@ def ddpm_betas(loss_cfg: LossConfig) -> np.ndarray:
 
 
 def make_apply(model, variables, *, class_labels=None, augment_labels=None,
-               train: bool = False, dropout_key=None):
-  """F(x_in, c_noise) of `model` with `variables` ({'params': ..., 'buffers': ...})."""
+               train: bool = False, dropout_key=None, return_logvar: bool = False):
+  """F(x_in, c_noise) of `model` with `variables` ({'params': ..., 'buffers': ...});
+  `(F, u)` with `return_logvar` (EDM2UNet's uncertainty head)."""
   rngs = {"dropout": dropout_key} if dropout_key is not None else None
+  extra = {"return_logvar": True} if return_logvar else {}
 
   def apply(x_in, c_noise):
     return model.apply(variables, x_in, c_noise.astype(jnp.float32), class_labels,
-                       augment_labels, train=train, rngs=rngs)
+                       augment_labels, train=train, rngs=rngs, **extra)
 
   return apply
 
@@ -182,6 +210,14 @@ def make_model_denoiser(model, variables, loss_cfg: LossConfig, *, dtype=None, *
   """D(x; σ) = c_skip x + c_out F(c_in x; c_noise) for an edm / vp / ve objective."""
   return precond.make_denoiser(make_apply(model, variables, **kwargs),
                                scalings_fn(loss_cfg), compute_dtype=dtype)
+
+
+def make_uncertainty_denoiser(model, variables, loss_cfg: LossConfig, *, dtype=None,
+                              **kwargs):
+  """(D(x; σ), u(σ)) of an EDM2 network: what `edmjax.losses.edm2_loss` trains."""
+  return precond.make_uncertainty_denoiser(
+      make_apply(model, variables, return_logvar=True, **kwargs), scalings_fn(loss_cfg),
+      compute_dtype=dtype)
 
 
 def make_eps_fn(model, variables, *, dtype=None, **kwargs):
@@ -247,3 +283,30 @@ class RunModelFn:
 
   def __call__(self, variables) -> Denoiser:
     return run_model(self.cfg, variables, dtype=self.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedModelFn:
+  """`variables -> guided model` of two runs (`edmjax.guidance`), hashable.
+
+  `variables` is `{'main': ..., 'guide': ..., 'guidance': w}`: the main run's
+  variables, the guide run's (ignored for classifier-free guidance) and the weight
+  w as a scalar array, so that one compiled program of
+  `edmjax.train.generate.generate` serves every w (and every checkpoint).
+
+  Attributes:
+    main: the main run's `variables -> Denoiser` (`RunModelFn`).
+    guide: the guide run's (autoguidance: a smaller or shorter-trained run), or None
+      for classifier-free guidance (the main network without labels).
+    interval: the guidance interval (σ_lo, σ_hi), or None (guide at every σ).
+  """
+  main: Callable
+  guide: Callable | None = None
+  interval: tuple[float, float] | None = None
+
+  def __call__(self, variables) -> Denoiser:
+    main = self.main(variables["main"])
+    if self.guide is None:
+      return guidance.classifier_free(main, variables["guidance"], interval=self.interval)
+    return guidance.guided(main, self.guide(variables["guide"]), variables["guidance"],
+                           interval=self.interval)

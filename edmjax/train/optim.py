@@ -48,8 +48,19 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   return optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps)
 
 
-def learning_rate(cfg: OptimConfig, nimg):
-  """lr · min(nimg / max(lr_rampup_kimg·1000, 1e-8), 1), float32."""
+def learning_rate(cfg: OptimConfig, nimg, *, batch_size: int | None = None):
+  """lr · min(nimg / max(lr_rampup_kimg·1000, 1e-8), 1), float32 (NVlabs/edm).
+
+  With `cfg.lr_decay_batches` > 0, EDM2's `learning_rate_schedule(nimg, batch_size,
+  ref_lr=lr, ref_batches=lr_decay_batches, rampup_Mimg=lr_rampup_kimg / 1000)`
+  instead (then `batch_size` is required).
+  """
+  if cfg.lr_decay_batches > 0:
+    if batch_size is None:
+      raise ValueError("optim.lr_decay_batches > 0 (EDM2's schedule) needs the batch size.")
+    return learning_rate_schedule(jnp.asarray(nimg, jnp.float32), batch_size,
+                                  ref_lr=cfg.lr, ref_batches=cfg.lr_decay_batches,
+                                  rampup_Mimg=cfg.lr_rampup_kimg / 1000)
   nimg = jnp.asarray(nimg, jnp.float32)
   ramp = max(cfg.lr_rampup_kimg * 1000, 1e-8)
   return jnp.float32(cfg.lr) * jnp.minimum(nimg / jnp.float32(ramp), 1.0)

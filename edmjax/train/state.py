@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from edmjax.train import phema
+
 __all__ = ["TrainState", "init_state", "init_variables", "count_params"]
 
 
@@ -31,6 +33,8 @@ class TrainState(NamedTuple):
     skipped_consecutive: int32 (), the current run of skipped steps.
     buffers: non-trained variables (e.g. {'buffers': {...}} for NCSN++'s Fourier
       frequencies), or {}; passed to `model.apply` beside the params.
+    ema_tracks: power-function EMA tracks (EDM2; `edmjax.train.phema`), one params
+      pytree per σ_rel of `optim.ema_stds`, in that order; () when there are none.
   """
   step: Any
   params: Any
@@ -41,6 +45,7 @@ class TrainState(NamedTuple):
   skipped_total: Any
   skipped_consecutive: Any
   buffers: Any
+  ema_tracks: Any = ()
 
 
 def init_variables(model, key, image_shape, *, label_dim: int = 0, augment_dim: int = 0):
@@ -55,8 +60,9 @@ def init_variables(model, key, image_shape, *, label_dim: int = 0, augment_dim: 
 
 
 def init_state(model, optimizer: optax.GradientTransformation, key, image_shape, *,
-               label_dim: int = 0, augment_dim: int = 0) -> TrainState:
-  """A fresh state: initial params (EMA = params), zero counters.
+               label_dim: int = 0, augment_dim: int = 0,
+               ema_stds: tuple[float, ...] = ()) -> TrainState:
+  """A fresh state: initial params (EMA and EMA tracks = params), zero counters.
 
   Args:
     model: the flax module (see `edmjax.train.models.build_net`).
@@ -64,6 +70,7 @@ def init_state(model, optimizer: optax.GradientTransformation, key, image_shape,
     key: a jax.random key (typed or raw); split into init and training keys.
     image_shape: (H, W, C) of one NHWC image.
     label_dim, augment_dim: as the model was built.
+    ema_stds: σ_rel of the power-function EMA tracks (`phema.init_tracks`).
   """
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
@@ -78,7 +85,8 @@ def init_state(model, optimizer: optax.GradientTransformation, key, image_shape,
                     ema_params=jax.tree.map(jnp.copy, params),
                     opt_state=optimizer.init(params),
                     key=jax.random.key_data(k_train), position=zero,
-                    skipped_total=zero, skipped_consecutive=zero, buffers=buffers)
+                    skipped_total=zero, skipped_consecutive=zero, buffers=buffers,
+                    ema_tracks=phema.init_tracks(params, ema_stds))
 
 
 def count_params(params) -> int:

@@ -33,6 +33,7 @@ from edmjax import ddpm
 from edmjax import losses
 from edmjax.train import models
 from edmjax.train import optim
+from edmjax.train import phema
 from edmjax.train.config import TrainConfig
 from edmjax.train.state import TrainState
 
@@ -51,24 +52,36 @@ def all_finite(tree) -> jax.Array:
 
 def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
                     optimizer: optax.GradientTransformation, optim_cfg: Any, batch: int,
-                    next_key: jax.Array) -> tuple[TrainState, jax.Array, jax.Array, jax.Array]:
-  """One optimizer update with NVlabs' lr ramp-up and EMA, skipped if non-finite.
+                    next_key: jax.Array, *,
+                    renormalize: Callable[[Any], Any] | None = None,
+                    ) -> tuple[TrainState, jax.Array, jax.Array, jax.Array]:
+  """One optimizer update with NVlabs' lr schedule and EMAs, skipped if non-finite.
 
   The learning rate and the EMA decay depend on the images consumed before this step
-  (`state.position`). When the loss or any gradient is not finite, params, EMA and the
-  optimizer state keep their old values and the skip counters advance; the step
-  counter, data position and RNG key always advance.
+  (`state.position`); the power-function EMA tracks (`optim_cfg.ema_stds`) on the
+  images after it (NVlabs/edm2's `cur_nimg` after the increment). Then, for EDM2's
+  forced weight normalisation, `renormalize(params)` replaces the stored weights
+  (after the EMAs, which average the updated weights as NVlabs' do: NVlabs
+  normalises them in place at the next training forward pass). When the loss or any
+  gradient is not finite, params, EMAs and the optimizer state keep their old values
+  and the skip counters advance; the step counter, data position and RNG key always
+  advance.
 
   Returns:
     `(new_state, finite, lr, ema_beta)`.
   """
   finite = jnp.isfinite(loss) & all_finite(grads)
   nimg = state.position
-  lr = optim.learning_rate(optim_cfg, nimg)
+  lr = optim.learning_rate(optim_cfg, nimg, batch_size=batch)
   updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
   new_params = jax.tree.map(lambda p, u: p - lr.astype(p.dtype) * u, state.params, updates)
   beta = optim.ema_beta(optim_cfg, nimg, batch)
   new_ema = optim.ema_update(state.ema_params, new_params, beta)
+  new_tracks = phema.update_tracks(state.ema_tracks, new_params,
+                                   stds=tuple(optim_cfg.ema_stds), nimg=nimg + batch,
+                                   batch_size=batch)
+  if renormalize is not None:
+    new_params = renormalize(new_params)
 
   def keep(new, old):
     return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -83,7 +96,8 @@ def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
       position=state.position + batch,
       skipped_total=state.skipped_total + skipped,
       skipped_consecutive=jnp.where(finite, 0, state.skipped_consecutive + 1),
-      buffers=state.buffers)
+      buffers=state.buffers,
+      ema_tracks=keep(new_tracks, state.ema_tracks))
   return new_state, finite, lr, beta
 
 
@@ -95,7 +109,7 @@ def sample_noise_levels(cfg: TrainConfig, key, batch: int):
     the equivalent σ (for DDPM σ_t = sqrt(1/ᾱ_t − 1)), used by the per-σ metrics.
   """
   lc = cfg.loss
-  if lc.objective == "edm":
+  if lc.objective in ("edm", "edm2"):
     s = losses.edm_sample_sigma(key, batch, P_mean=lc.P_mean, P_std=lc.P_std)
     return s, s
   if lc.objective == "vp":
@@ -122,6 +136,10 @@ def _per_element_loss(model, cfg: TrainConfig, variables, images, level, noise,
   if lc.objective == "ddpm":
     eps_fn = models.make_eps_fn(model, variables, dtype=dtype, **kw)
     return ddpm.ddpm_loss(eps_fn, images, None, models.ddpm_betas(lc), t=level, noise=noise)
+  if lc.objective == "edm2":
+    denoise = models.make_uncertainty_denoiser(model, variables, lc, dtype=dtype, **kw)
+    return losses.edm2_loss(denoise, images, None, sigma_data=lc.sigma_data, sigma=level,
+                            noise=noise)
   denoise = models.make_model_denoiser(model, variables, lc, dtype=dtype, **kw)
   if lc.objective == "edm":
     return losses.edm_loss(denoise, images, None, sigma_data=lc.sigma_data, sigma=level,
@@ -220,8 +238,9 @@ def make_train_step(model, cfg: TrainConfig, *, label_dim: int = 0,
       (grads, loss), per_image = jax.lax.scan(body, (zeros, jnp.float32(0)), mbs)
       per_image = _unmicrobatches(per_image)
 
-    new_state, finite, lr, beta = apply_gradients(state, grads, loss, optimizer,
-                                                  cfg.optim, batch, next_key)
+    new_state, finite, lr, beta = apply_gradients(
+        state, grads, loss, optimizer, cfg.optim, batch, next_key,
+        renormalize=models.weight_renormalization(cfg.net))
 
     pixels = int(np.prod(images.shape[1:]))
     bins = jnp.searchsorted(edges, sigma)
