@@ -99,6 +99,11 @@ def weighted_denoising_loss(denoise: Denoiser, images, sigma, noise, weight):
   """λ(σ)·(D(y + σn; σ) − y)², per element. `noise` is unit-variance n, NHWC."""
   _check_noisy_batch(images, sigma, noise)
   denoised = denoise(images + _arrays.bcast(sigma, images) * noise, sigma)
+  shape = getattr(denoised, "shape", None)
+  if shape != images.shape:
+    raise ValueError(
+        f"the denoiser returned shape {shape} for images of shape {images.shape}; "
+        "D(x; sigma) must return an array shaped like its input x (NHWC).")
   return _arrays.bcast(weight, images) * (denoised - images)**2
 
 
@@ -140,6 +145,12 @@ def edm_loss(denoise: Denoiser, images, key, *, P_mean=-1.2, P_std=1.2,
 def vp_loss(denoise: Denoiser, images, key, *, beta_d=19.9, beta_min=0.1,
             epsilon_t=1e-5, sigma=None, noise=None):
   """VP loss (Song et al. 2021 in EDM's form): σ = σ_VP(t), t ~ U(ε_t, 1), λ = 1/σ²."""
+  _checks.check_positive("beta_d", beta_d)
+  _checks.check_nonnegative("beta_min", beta_min)
+  _checks.check_positive("epsilon_t", epsilon_t)
+  eps = _checks.concrete_value(epsilon_t)
+  if eps is not None and not eps < 1:
+    raise ValueError(f"epsilon_t={float(eps)!r} must be < 1 (t ~ U(epsilon_t, 1)).")
   sigma, noise = _sigma_and_noise(
       key, images, sigma, noise,
       lambda k, b, dtype: vp_sample_sigma(k, b, beta_d=beta_d, beta_min=beta_min,
@@ -151,6 +162,7 @@ def ve_loss(denoise: Denoiser, images, key, *, sigma_min=0.02, sigma_max=100.0,
             sigma=None, noise=None):
   """VE loss (Song et al. 2021 in EDM's form): log-uniform σ in [σ_min, σ_max], λ = 1/σ²."""
   _checks.check_positive("sigma_min", sigma_min)
+  _checks.check_positive("sigma_max", sigma_max)
   _checks.check_less("sigma_min", sigma_min, "sigma_max", sigma_max)
   sigma, noise = _sigma_and_noise(
       key, images, sigma, noise,

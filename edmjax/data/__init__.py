@@ -35,6 +35,10 @@ from edmjax.data.sources import load_dataset
 from edmjax.data.sources import load_digits
 from edmjax.data.sources import load_image_folder
 from edmjax.data.sources import load_lfw_subset
+from edmjax.data.sources import read_image_file
+from edmjax.data.sources import Subset
+from edmjax.data.sources import holdout_split
+from edmjax.data.sources import split_holdout
 from edmjax.data.sources import tfds_source
 from edmjax.data.sources import to_dataset
 from edmjax.data.stats import DataReport
@@ -63,6 +67,10 @@ __all__ = [
     "load_image_folder",
     "load_lfw_subset",
     "max_pairwise_distance",
+    "read_image_file",
+    "Subset",
+    "holdout_split",
+    "split_holdout",
     "stream_indices",
     "tfds_source",
     "to_dataset",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +46,10 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "load_lfw_subset",
+    "read_image_file",
+    "Subset",
+    "holdout_split",
+    "split_holdout",
     "tfds_source",
     "to_dataset",
 ]
@@ -346,21 +351,43 @@ def tfds_source(name: str, *, split: str = "train",
 # Image folders.
 
 
-def _read_image_file(path: str, channels: int) -> tuple[np.ndarray, float]:
+def read_image_file(path: str, channels: int | None = None) -> tuple[np.ndarray, float]:
   """Reads an image file as HWC (1 or 3 channels) with its full-scale value.
 
-  RGBA / LA / palette-with-transparency images are composited over white.
+  The way a camera or phone wants the picture shown is applied: the EXIF
+  orientation tag (a portrait JPEG stored sideways) is undone. 16-bit files keep
+  their depth: a 16-bit grey PNG comes back with full scale 65535 (not clipped to
+  8 bits), a 16-bit RGB PNG as PIL's 8-bit reduction (scale 255). RGBA / LA /
+  palette-with-transparency images are composited over white. `channels=1`
+  converts RGB to grey (ITU-R 601-2 luma), `channels=3` repeats a grey image;
+  None keeps the file's.
+
+  Returns:
+    (array (H, W, channels), full_scale): divide by full_scale for [0, 1].
+
+  Raises:
+    ValueError: the file cannot be read as an image, naming it and the reason.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import ImageOps  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise ValueError(f"Cannot read image file {path!r}: it does not exist or is not a "
+                     "file.")
   try:
     with Image.open(path) as im:
       im.load()
-      if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+      fmt = im.format
+      im = ImageOps.exif_transpose(im)
+      if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(im, dtype=np.float32)
-        scale = 65535.0 if im.mode.startswith("I") else 1.0
-        if im.mode == "I" and array.max(initial=0) <= 255:
-          scale = 255.0
-        return array[:, :, None], scale
+        if im.mode.startswith("I;16") or (im.mode == "I" and fmt == "PNG"):
+          scale = 65535.0  # a 16-bit file, whatever its brightest pixel
+        elif im.mode == "I":  # e.g. a 32-bit TIFF: the range is not in the file
+          peak = float(array.max(initial=0))
+          scale = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+        else:
+          scale = 1.0
+        return _convert_channels(array.reshape(array.shape[:2] + (1,)), channels), scale
       if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
       if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -376,7 +403,7 @@ def _read_image_file(path: str, channels: int) -> tuple[np.ndarray, float]:
     raise ValueError(f"Cannot read image file {path!r}: {e}") from e
   if array.ndim == 2:
     array = array[:, :, None]
-  return array, 255.0
+  return _convert_channels(array, channels), 255.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -403,7 +430,7 @@ class ImageFolderSource:
     indices = np.asarray(indices).reshape(-1)
     images = []
     for i in indices:
-      array, scale = _read_image_file(self.paths[int(i)], self.channels)
+      array, scale = read_image_file(self.paths[int(i)], self.channels)
       images.append(_prepare(array, scale, self.resolution, self.channels,
                              self.resample))
     if not images:
@@ -424,10 +451,12 @@ def image_folder_source(path: str, resolution: int, *, channels: int = 3,
                         resample: str = "auto") -> ImageFolderSource:
   """A folder of PNG / JPEG images as a random-access source (NHWC, [-1, 1]).
 
-  Labels come from the sub-folder names: the immediate sub-folders of `path`,
-  sorted by name, are classes 0, 1, ...; images in deeper folders belong to their
-  top-level sub-folder. A folder with no sub-folders is unlabelled
-  (``num_classes`` 0, labels 0). Grey, RGB and RGBA files may be mixed: RGBA (and
+  Labels come from the sub-folder names: the immediate sub-folders of `path`
+  that hold at least one image, sorted by name, are classes 0, 1, ...; images in
+  deeper folders belong to their top-level sub-folder. A sub-folder without images
+  is not a class (a warning names it). A folder with no such sub-folders is
+  unlabelled (``num_classes`` 0, labels 0). EXIF orientation is applied and 16-bit
+  files keep their range (:func:`read_image_file`). Grey, RGB and RGBA files may be mixed: RGBA (and
   grey+alpha, and palette images with transparency) are composited over a white
   background, then converted to `channels` (RGB -> grey by ITU-R 601-2 luma,
   grey -> RGB by repetition). Each image is centre-cropped to a square and
@@ -454,14 +483,22 @@ def image_folder_source(path: str, resolution: int, *, channels: int = 3,
   if class_names:
     loose = [f for f in sorted(os.listdir(path))
              if f.lower().endswith(IMAGE_EXTENSIONS)]
-    if loose:
+    found = {cls: _list_images(os.path.join(path, cls)) for cls in class_names}
+    empty = [cls for cls in class_names if not found[cls]]
+    class_names = tuple(cls for cls in class_names if found[cls])
+    if loose and class_names:
       raise ValueError(
           f"Image folder {path!r} has class sub-folders {list(class_names)} but "
           f"also images at its top level (e.g. {loose[0]!r}); move them into a "
           "class sub-folder.")
+    if empty and class_names:
+      warnings.warn(
+          f"Image folder {path!r}: sub-folder(s) {empty} hold no image file and are not "
+          f"classes; the classes are {list(class_names)}.", UserWarning, stacklevel=2)
+  if class_names:
     paths, labels = [], []
     for label, cls in enumerate(class_names):
-      files = _list_images(os.path.join(path, cls))
+      files = found[cls]
       paths.extend(files)
       labels.extend([label] * len(files))
   else:
@@ -492,6 +529,99 @@ def load_image_folder(path: str, resolution: int, *, channels: int = 3,
 
 # ------------------------------------------------------------------------------
 # Generic helpers.
+
+
+def holdout_split(n: int, num_holdout: int, *, labels: np.ndarray | None = None,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """(train_indices, holdout_indices) of `n` examples, each sorted, seeded-random.
+
+  With `labels` (n,), the split is stratified: every class gives
+  `num_holdout · n_c / n` examples (rounded by largest remainder), and no class is
+  held out whole — a class keeps at least one training example, so a model trained
+  on the rest has seen every class. Without labels it is a uniform random draw.
+  The examples taken are a seeded permutation of each class, not the last files of
+  the source's order (which, for a folder of class sub-folders, is the last class).
+
+  Raises:
+    ValueError: `num_holdout` is not an int in [0, n), or it cannot be met without
+      taking a class's last example.
+  """
+  _checks.check_int_at_least("holdout", num_holdout, 0)
+  if num_holdout >= n:
+    raise ValueError(f"data.holdout={num_holdout} leaves no training examples (the "
+                     f"source has {n}); it must be < {n}.")
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x686F6C64]))
+  if labels is None or num_holdout == 0:
+    held = rng.permutation(n)[:num_holdout]
+  else:
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != n:
+      raise ValueError(f"labels has {labels.shape[0]} entries; expected {n}.")
+    classes, counts = np.unique(labels, return_counts=True)
+    room = counts - 1  # each class keeps one training example
+    if num_holdout > room.sum():
+      raise ValueError(
+          f"data.holdout={num_holdout} would hold out every example of a class: the "
+          f"{len(classes)} classes have {n} examples and each must keep one for "
+          f"training; use data.holdout <= {int(room.sum())}.")
+    quota = num_holdout * counts / n
+    take = np.minimum(np.floor(quota).astype(np.int64), room)
+    order = np.argsort(-(quota - take), kind="stable")
+    while take.sum() < num_holdout:  # largest remainder first, within each class' room
+      for c in order:
+        if take.sum() == num_holdout:
+          break
+        if take[c] < room[c]:
+          take[c] += 1
+    held = np.concatenate([
+        rng.permutation(np.flatnonzero(labels == cls))[:k]
+        for cls, k in zip(classes, take)]).astype(np.int64)
+  mask = np.zeros(n, bool)
+  mask[held] = True
+  return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Subset:
+  """The examples `indices` of a random-access source, as a source of its own."""
+
+  source: Any
+  indices: np.ndarray
+
+  @property
+  def name(self) -> str:
+    return getattr(self.source, "name", "source")
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.source.num_classes)
+
+  def __len__(self) -> int:
+    return int(len(self.indices))
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return self.source.get(self.indices[np.asarray(indices)])
+
+
+def split_holdout(source: Source, num_holdout: int, *, seed: int = 0):
+  """(train_source, holdout_images) by `holdout_split`, stratified when the labels are
+  at hand (a :class:`Dataset`, an :class:`ImageFolderSource`); otherwise random.
+
+  An in-memory :class:`Dataset` stays one (sliced); a random-access source becomes a
+  :class:`Subset`. `holdout_images` is NHWC float32 in [-1, 1], or None when
+  `num_holdout` is 0.
+  """
+  n = len(source)
+  labels = getattr(source, "labels", None) if source.num_classes else None
+  train_idx, held_idx = holdout_split(n, num_holdout, labels=labels, seed=seed)
+  if not len(held_idx):
+    return source, None
+  held = source.get(held_idx)[0]
+  if isinstance(source, Dataset):
+    return Dataset(images=source.images[train_idx], labels=source.labels[train_idx],
+                   num_classes=source.num_classes, name=source.name,
+                   class_names=source.class_names), held
+  return Subset(source, train_idx), held
 
 
 def to_dataset(source: Source, *, chunk: int = 1024) -> Dataset:

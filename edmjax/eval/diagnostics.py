@@ -92,6 +92,7 @@ def log_sigma_grid(num: int, sigma_min: float = 0.002, sigma_max: float = 80.0) 
   """
   _checks.check_int_at_least("num", num, 1)
   _checks.check_positive("sigma_min", sigma_min)
+  _checks.check_positive("sigma_max", sigma_max)
   _checks.check_less("sigma_min", sigma_min, "sigma_max", sigma_max)
   return np.geomspace(sigma_min, sigma_max, num)
 

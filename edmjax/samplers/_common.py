@@ -102,6 +102,14 @@ def check_sigma_table(name: str, sigmas, min_steps: int) -> None:
         f"(num_steps + 1, ending in 0), got shape {shape}.")
   v = _checks.concrete_value(sigmas)
   if v is None:
+    if _checks.traced_checks_enabled():
+      t = jnp.asarray(sigmas)
+      _checks.check_traced(t[-1] == 0, f"{name} must end in 0 (t_N = 0), got last "
+                           "level {}.", t[-1])
+      _checks.check_traced(jnp.isfinite(t[:-1]) & (t[:-1] > 0), f"{name} must be finite "
+                           "and > 0 before the final 0, got {}.", t[:-1])
+      _checks.check_traced(t[1:] < t[:-1], f"{name} must be strictly decreasing, got "
+                           "{} after a larger level.", t[1:])
     return
   v = v.astype(np.float64)
   if v[-1] != 0:

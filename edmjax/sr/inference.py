@@ -33,7 +33,7 @@ MODES = ("bicubic", "headstart", "full")
 
 def sr_denoiser(model, variables, lr: Array, cfg: model_lib.SRConfig, sigma_data: float, *,
                 tile: int | None = None, overlap: int = 16, margin: int = 0,
-                sigma_aug=None, key=None):
+                tile_batch: int | None = None, progress=None, sigma_aug=None, key=None):
   """(denoise, u): the conditional denoiser for the LR images `lr` and its condition.
 
   Args:
@@ -43,7 +43,9 @@ def sr_denoiser(model, variables, lr: Array, cfg: model_lib.SRConfig, sigma_data
     cfg: the run's `SRConfig` (scale, residual, upsampling, noise augmentation).
     sigma_data: σ_d the net was trained with.
     tile: None runs the net on the whole image; T blends overlapping T×T tiles.
-    overlap, margin: the tiling (see `edmjax.sr.tiling.tiled_apply`).
+    overlap, margin, tile_batch, progress: the tiling (see
+      `edmjax.sr.tiling.tiled_apply`): `tile_batch` tiles per net call bound the
+      memory of any image size; `progress` is called after each call.
     sigma_aug: noise augmentation of the condition at inference (None: none).
     key: for the augmentation noise when sigma_aug > 0.
   """
@@ -61,7 +63,8 @@ def sr_denoiser(model, variables, lr: Array, cfg: model_lib.SRConfig, sigma_data
     sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), x.shape[:1])
     return tiling.tiled_apply(lambda xt, ut, st, at: tile_denoise(xt, st, ut, at), x, u,
                               tile=tile, overlap=overlap, margin=margin,
-                              per_sample=(sigma, sa))
+                              per_sample=(sigma, sa), tile_batch=tile_batch,
+                              progress=progress)
 
   return denoise, u
 

@@ -9,12 +9,22 @@ the network (:class:`NetConfig`), the data (:class:`DataConfig`), the objective
 Configs round-trip through JSON (`to_dict` / `from_dict`) and accept command-line
 style overrides `"net.model_channels=32"` (`apply_overrides`), parsed by the type of
 the field.
+
+Validation happens in two places, both before anything slow. Each dataclass checks
+its own fields when it is made (`__post_init__`: types, ranges, choices), so a bad
+value such as `net.dropout=1.5` or `batch_size=abc` is a ValueError naming the field
+at once. `validate(cfg)` checks what involves several fields (σ_min < σ_max, the
+sampler against the objective, β_start < β_end; with the data's `image_shape`, the
+resolution against the network's levels); `apply_overrides` calls it on the result,
+and a script calls it once its config is complete.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from typing import Any
@@ -25,12 +35,32 @@ from edmjax import sampling
 __all__ = [
     "NetConfig", "DataConfig", "LossConfig", "OptimConfig", "SampleConfig", "TrainConfig",
     "OBJECTIVES", "ARCHS", "to_dict", "from_dict", "to_json", "from_json",
-    "apply_overrides", "field_names",
+    "apply_overrides", "field_names", "validate", "check_geometry",
 ]
 
 OBJECTIVES = ("edm", "vp", "ve", "ddpm", "edm2")
+_FLOAT32_MAX = 3.4028234663852886e38
 ARCHS = ("ddpmpp", "ncsnpp", "adm", "edm2")
 DTYPES = ("float32", "bfloat16")
+
+
+def _check_int_tuple(name: str, value, minimum: int, *, nonempty: bool = False,
+                     example: str = "") -> None:
+  hint = f" (e.g. {example})" if example else ""
+  if not isinstance(value, tuple):
+    raise ValueError(f"{name} must be a tuple of ints{hint}, got {value!r}.")
+  if nonempty and not value:
+    raise ValueError(f"{name}={value!r} is empty; it needs at least one entry{hint}.")
+  for v in value:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+      raise ValueError(f"{name}={value!r} holds {v!r}; every entry must be an int "
+                       f">= {minimum}{hint}.")
+
+
+def _check_bool(name: str, value) -> None:
+  if not isinstance(value, bool):
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +98,15 @@ class NetConfig:
   def __post_init__(self):
     _checks.check_choice("net.arch", self.arch, ARCHS)
     _checks.check_choice("net.dtype", self.dtype, DTYPES)
+    _checks.check_int_at_least("net.model_channels", self.model_channels, 1)
+    _check_int_tuple("net.channel_mult", self.channel_mult, 1, nonempty=True,
+                     example="(1, 2, 2): one multiplier per resolution level")
+    _checks.check_int_at_least("net.channel_mult_emb", self.channel_mult_emb, 1)
+    _checks.check_int_at_least("net.num_blocks", self.num_blocks, 1)
+    _check_int_tuple("net.attn_resolutions", self.attn_resolutions, 1,
+                     example="(16,), or () for none")
+    _checks.check_number("net.dropout", self.dropout, 0.0, 1.0, high_open=True)
+    _checks.check_number("net.label_dropout", self.label_dropout, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +147,17 @@ class DataConfig:
                        "positive sizes, or None (read from the data).")
     if self.num_classes is not None:
       _checks.check_int_at_least("data.num_classes", self.num_classes, 0)
+    if not isinstance(self.name, str):
+      raise ValueError(f"data.name={self.name!r} must name a data set, e.g. 'digits', "
+                       "'mnist', 'tfds:<name>' or 'folder:<path>'.")
+    if self.resolution is not None:
+      _checks.check_int_at_least("data.resolution", self.resolution, 1)
+    if self.channels is not None:
+      _checks.check_choice("data.channels", self.channels, (1, 3, None))
+    _checks.check_int_at_least("data.holdout", self.holdout, 0)
+    _checks.check_int_at_least("data.seed", self.seed, 0)
+    _check_bool("data.cond", self.cond)
+    _checks.check_number("data.augment_p", self.augment_p, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +191,21 @@ class LossConfig:
   def __post_init__(self):
     _checks.check_choice("loss.objective", self.objective, OBJECTIVES)
     _checks.check_choice("loss.ddpm_schedule", self.ddpm_schedule, ("linear", "cosine"))
+    _checks.check_number("loss.P_mean", self.P_mean)
+    _checks.check_number("loss.P_std", self.P_std, 0.0, low_open=True)
+    if self.sigma_data is not None:
+      _checks.check_number("loss.sigma_data", self.sigma_data, 0.0, low_open=True)
+    _checks.check_number("loss.beta_d", self.beta_d, 0.0, low_open=True)
+    _checks.check_number("loss.beta_min", self.beta_min, 0.0)
+    _checks.check_number("loss.epsilon_t", self.epsilon_t, 0.0, 1.0, low_open=True,
+                         high_open=True)
+    _checks.check_number("loss.sigma_min", self.sigma_min, 0.0, low_open=True)
+    _checks.check_number("loss.sigma_max", self.sigma_max, 0.0, low_open=True)
+    _checks.check_int_at_least("loss.ddpm_T", self.ddpm_T, 1)
+    _checks.check_number("loss.ddpm_beta_start", self.ddpm_beta_start, 0.0, 1.0,
+                         low_open=True, high_open=True)
+    _checks.check_number("loss.ddpm_beta_end", self.ddpm_beta_end, 0.0, 1.0,
+                         low_open=True, high_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +234,18 @@ class OptimConfig:
   ema_stds: tuple[float, ...] = ()
 
   def __post_init__(self):
+    _checks.check_number("optim.lr", self.lr, 0.0, low_open=True)
+    if self.lr > _FLOAT32_MAX:  # the step computes lr(nimg) in float32: it would be inf
+      raise ValueError(f"optim.lr={self.lr!r} is not allowed; it overflows float32 (the "
+                       f"step's dtype), so it must be <= {_FLOAT32_MAX:.4g}.")
+    _checks.check_number("optim.beta1", self.beta1, 0.0, 1.0, high_open=True)
+    _checks.check_number("optim.beta2", self.beta2, 0.0, 1.0, high_open=True)
+    _checks.check_number("optim.eps", self.eps, 0.0, low_open=True)
+    _checks.check_number("optim.lr_rampup_kimg", self.lr_rampup_kimg, 0.0)
+    _checks.check_number("optim.ema_halflife_kimg", self.ema_halflife_kimg, 0.0)
+    if self.ema_rampup_ratio is not None:
+      _checks.check_number("optim.ema_rampup_ratio", self.ema_rampup_ratio, 0.0,
+                           low_open=True)
     _checks.check_nonnegative("optim.lr_decay_batches", self.lr_decay_batches)
     if len(set(self.ema_stds)) != len(self.ema_stds):
       raise ValueError(f"optim.ema_stds={self.ema_stds} has repeated values.")
@@ -206,21 +283,31 @@ class SampleConfig:
       raise ValueError("sample.sampler='headstart' starts from an image; the sample "
                        "grids start from noise: choose another sampler.")
     _checks.check_int_at_least("sample.num_images", self.num_images, 0)
-    self.spec()  # checks the sampler name and every option now
+    _checks.check_int_at_least("sample.seed", self.seed, 0)
+    if self.seed + self.num_images > 2**32:
+      raise ValueError(f"sample.seed={self.seed} + sample.num_images={self.num_images} "
+                       "exceeds 2**32; seeds are uint32.")
+    _checks.check_choice("sample.sampler", self.sampler, sampling.SAMPLER_NAMES)
 
   def spec(self) -> sampling.SamplerSpec:
-    """The `SamplerSpec` of the grids.
+    """The `SamplerSpec` of the grids (checked by `validate`, with the other fields).
 
     Raises:
-      ValueError: an unknown sampler or a bad option, naming it.
+      ValueError: an unknown sampler or a bad option, naming it as a config field
+        (e.g. "sample.sigma_min=90.0 must be smaller than sigma_max=80.0").
     """
     _checks.check_choice("sample.sampler", self.sampler, sampling.SAMPLER_NAMES)
     has = sampling.SamplerSpec.options_of(self.sampler)
     fields = {"num_steps": self.num_steps, "sigma_min": self.sigma_min,
               "sigma_max": self.sigma_max, "rho": self.rho, "S_churn": self.S_churn}
     given = {k: v for k, v in fields.items() if k in has and v is not None}
-    extra = sampling.SamplerSpec.parse(self.sampler, self.options)
-    return sampling.SamplerSpec(self.sampler, **{**given, **dict(extra.options)})
+    try:
+      extra = sampling.SamplerSpec.parse(self.sampler, self.options)
+      return sampling.SamplerSpec(self.sampler, **{**given, **dict(extra.options)})
+    except ValueError as e:
+      text = str(e)
+      named = re.match(r"[A-Za-z_]\w*=", text)
+      raise ValueError(("sample." + text) if named else f"sample: {text}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +323,8 @@ class TrainConfig:
     max_consecutive_bad_steps: the loop stops with an error after this many skipped
       (non-finite) steps in a row.
     log_every, checkpoint_every, sample_every: intervals in steps (0: only at the end).
-    keep_checkpoints: how many recent checkpoints orbax keeps.
+    keep_checkpoints: how many recent checkpoints orbax keeps (>= 1: a run always
+      keeps its newest checkpoint).
     snapshot_nimg: every this many training images, each EMA track of
       `optim.ema_stds` is saved to `<workdir>/snapshots` (`edmjax.train.snapshots`,
       the input of post-hoc EMA reconstruction); a multiple of `batch_size`; 0: none.
@@ -262,6 +350,11 @@ class TrainConfig:
     _checks.check_int_at_least("accum_steps", self.accum_steps, 1)
     _checks.check_int_at_least("total_steps", self.total_steps, 0)
     _checks.check_int_at_least("max_consecutive_bad_steps", self.max_consecutive_bad_steps, 1)
+    _checks.check_int_at_least("seed", self.seed, 0)
+    _checks.check_int_at_least("log_every", self.log_every, 0)
+    _checks.check_int_at_least("checkpoint_every", self.checkpoint_every, 0)
+    _checks.check_int_at_least("sample_every", self.sample_every, 0)
+    _checks.check_int_at_least("keep_checkpoints", self.keep_checkpoints, 1)
     _checks.check_int_at_least("snapshot_nimg", self.snapshot_nimg, 0)
     if self.snapshot_nimg and (self.snapshot_nimg % self.batch_size
                                or not self.optim.ema_stds):
@@ -278,6 +371,69 @@ class TrainConfig:
     if self.batch_size % self.accum_steps:
       raise ValueError(f"batch_size={self.batch_size} must be a multiple of "
                        f"accum_steps={self.accum_steps}.")
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_geometry(net: NetConfig, image_shape, what: str = "the images") -> None:
+  """Raises ValueError unless `net` can run on square images of `image_shape` (H, W, C).
+
+  The UNet halves the resolution len(channel_mult) − 1 times and its decoder must
+  come back to the same size, so the resolution must be divisible by
+  2^(len(channel_mult) − 1); every entry of `attn_resolutions` must be one of the
+  net's resolutions (otherwise no attention layer would be built for it).
+  """
+  h, w = int(image_shape[0]), int(image_shape[1])
+  if h != w:
+    raise ValueError(f"{what} are {h}x{w}; the networks take square images.")
+  levels = len(net.channel_mult)
+  factor = 2 ** (levels - 1)
+  if h % factor:
+    lo, hi = (h // factor) * factor, (h // factor + 1) * factor
+    raise ValueError(
+        f"{what} are {h}x{h}, which net.channel_mult={net.channel_mult} "
+        f"({levels} levels) cannot halve {levels - 1} time(s) and restore: the "
+        f"resolution must be a multiple of {factor}. Use a resolution of "
+        f"{', '.join(str(r) for r in (lo, hi) if r > 0)} (data.resolution) or fewer levels.")
+  resolutions = tuple(h >> i for i in range(levels))
+  missing = [r for r in net.attn_resolutions if r not in resolutions]
+  if missing:
+    raise ValueError(
+        f"net.attn_resolutions={net.attn_resolutions} asks for attention at {missing[0]}, "
+        f"which is not a resolution of this network on {what} ({h}x{h}: levels "
+        f"{resolutions}); no attention layer would be built there. Use resolutions "
+        "among the levels, or () for none.")
+
+
+def validate(cfg: "TrainConfig", *, image_shape=None) -> "TrainConfig":
+  """Checks what involves several fields of `cfg`; returns `cfg`.
+
+  Each field is already checked by its dataclass. This adds: the sample grids'
+  `SamplerSpec` (`SampleConfig.spec`: the sampler's options, σ_min < σ_max with the
+  sampler's defaults for what is None); σ_min < σ_max of the VE loss; β_start < β_end
+  of a linear DDPM schedule; and, when the image geometry is known (`image_shape`
+  (H, W, C), or `data.image_shape` / `data.resolution`), `check_geometry`.
+
+  Raises:
+    ValueError: naming the field(s), the value(s) and what is allowed.
+  """
+  sc, lc = cfg.sample, cfg.loss
+  sc.spec()  # the grids' sampler and every option (σ range, steps, ...)
+  if lc.objective == "ve" and not lc.sigma_min < lc.sigma_max:
+    raise ValueError(f"loss.sigma_min={lc.sigma_min!r} must be smaller than "
+                     f"loss.sigma_max={lc.sigma_max!r}.")
+  if lc.objective == "ddpm" and lc.ddpm_schedule == "linear" and \
+      not lc.ddpm_beta_start < lc.ddpm_beta_end:
+    raise ValueError(f"loss.ddpm_beta_start={lc.ddpm_beta_start!r} must be smaller than "
+                     f"loss.ddpm_beta_end={lc.ddpm_beta_end!r}.")
+  if image_shape is None and cfg.data.image_shape is not None:
+    image_shape = cfg.data.image_shape
+  if image_shape is None and cfg.data.resolution is not None:
+    image_shape = (cfg.data.resolution, cfg.data.resolution)
+  if image_shape is not None:
+    check_geometry(cfg.net, image_shape)
+  return cfg
 
 
 # ----------------------------------------------------------------------------- dict / JSON
@@ -313,17 +469,27 @@ def _convert(tp, value, name):
     return bool(value)
   if tp is int:
     if isinstance(value, str):
-      value = value.replace("_", "")
+      text = value.replace("_", "")
       try:
-        return int(value)
+        return int(text)
       except ValueError:
-        f = float(value)  # allow "1e3"
-        if f != int(f):
-          raise ValueError(f"{name}: {value!r} is not an integer.") from None
+        try:
+          f = float(text)  # allow "1e3"
+        except ValueError:
+          f = math.nan
+        if not math.isfinite(f) or f != int(f):
+          raise ValueError(f"{name}={value!r} is not an integer.") from None
         return int(f)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+      raise ValueError(f"{name}={value!r} is not an integer.")
     return int(value)
   if tp is float:
-    return float(value)
+    if isinstance(value, bool):
+      raise ValueError(f"{name}={value!r} is not a number.")
+    try:
+      return float(value)
+    except (TypeError, ValueError):
+      raise ValueError(f"{name}={value!r} is not a number.") from None
   if tp is str:
     return str(value)
   raise TypeError(f"{name}: unsupported field type {tp!r}.")  # pragma: no cover
@@ -397,7 +563,8 @@ def apply_overrides(config, overrides) -> Any:
 
   Raises:
     ValueError: for a malformed override, an unknown field (the message lists all
-      fields) or a value of the wrong type.
+      fields), a value of the wrong type or out of range (naming the field), or, for
+      a `TrainConfig`, a combination `validate` rejects.
   """
   for item in overrides or ():
     if "=" not in item:
@@ -410,4 +577,6 @@ def apply_overrides(config, overrides) -> Any:
     except KeyError:
       raise ValueError(f"Unknown field {name!r}; fields are: "
                        + ", ".join(field_names(config)) + ".") from None
+  if isinstance(config, TrainConfig):
+    validate(config)
   return config

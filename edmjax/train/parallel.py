@@ -12,10 +12,13 @@ global batch do not depend on how it is sharded.
 from __future__ import annotations
 
 import os
+import warnings
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from edmjax import _checks
 
 __all__ = ["DATA_AXIS", "make_mesh", "batch_sharding", "replicated_sharding",
            "global_batch", "replicate", "initialize_distributed", "check_batch_divisible",
@@ -57,28 +60,57 @@ def check_batch_divisible(batch_size: int, mesh, accum_steps: int = 1) -> None:
 
 
 def split_cpu_into_devices(batch_size: int, accum_steps: int = 1,
-                           max_devices: int | None = None) -> int:
+                           max_devices: int | None = None, *,
+                           devices: int | None = None) -> int:
   """Presents this host's CPU cores as several JAX CPU devices; returns the count.
 
   XLA:CPU runs most of a step's operations (convolutions included) on one thread per
   device, so one CPU device leaves all but one core idle for most of the step. With
   one device per core and the batch sharded over them, the 32x32 DDPM++ training step
   of `benchmarks/train_step.py` runs about 1.3x faster on 2 cores (RESULTS.md), with the
-  same parameters to float rounding (tests/train). The count is the largest number
-  `<= max_devices` (default: the cores this process may use) that divides
-  `batch_size // accum_steps`, so that every microbatch still splits evenly.
+  same parameters to float rounding (tests/train).
+
+  Two ways to choose the count:
+
+  * `devices=N` (a script's `--cpu-devices N`): exactly N. A microbatch
+    (`batch_size // accum_steps`) that N does not divide is a ValueError naming both,
+    never a silent fallback to fewer devices.
+  * otherwise, automatically: the largest count `<= max_devices` (default: the cores
+    this process may use) that divides the microbatch, so that every microbatch
+    splits evenly. When that is fewer than `max_devices` (batch 7 on 2 cores: 1
+    device), a `UserWarning` says so and names the batch sizes that would use them all.
 
   It only works before JAX initialises its backends (the first JAX computation or
   device query) and is skipped, returning 0, when that has happened, when
   `XLA_FLAGS` already sets `--xla_force_host_platform_device_count`, or when
   `jax_num_cpu_devices` was set. It does not affect GPU or TPU devices.
+
+  Raises:
+    ValueError: `devices` is not an int >= 1 or does not divide the microbatch.
   """
+  micro = max(1, batch_size // max(1, accum_steps))
+  if devices is not None:
+    _checks.check_int_at_least("devices (--cpu-devices)", devices, 1)
+    if micro % devices:
+      per = f"batch_size={batch_size}" + (
+          f" / accum_steps={accum_steps} = {micro}" if accum_steps > 1 else "")
+      raise ValueError(
+          f"devices={devices} (--cpu-devices) does not divide the microbatch ({per}); every device "
+          f"needs whole rows. Use a batch size that is a multiple of {devices * max(1, accum_steps)}, "
+          "or a device count that divides it.")
   if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
       or jax.config.jax_num_cpu_devices != -1):
     return 0
-  cores = max_devices or len(os.sched_getaffinity(0))
-  micro = max(1, batch_size // max(1, accum_steps))
-  n = max(d for d in range(1, max(1, cores) + 1) if micro % d == 0)
+  if devices is not None:
+    n = devices
+  else:
+    cores = max_devices or len(os.sched_getaffinity(0))
+    n = max(d for d in range(1, max(1, cores) + 1) if micro % d == 0)
+    if n < cores:
+      warnings.warn(
+          f"using {n} of {cores} CPU devices: batch_size={batch_size} (microbatch {micro}) "
+          f"is not a multiple of {cores}; a batch that is would use every core.",
+          UserWarning, stacklevel=2)
   try:
     jax.config.update("jax_num_cpu_devices", n)
   except RuntimeError:  # backends already initialised

@@ -12,9 +12,11 @@ guard instead of NVlabs' `nan_to_num` of the gradients):
 4. loss = Σ_pixels λ(σ)(D(y + σn; σ) − y)², averaged over the batch (NVlabs:
    `loss.sum().mul(1 / batch)`); for DDPM, Σ_pixels (ε_θ(x_t, t) − ε)² likewise;
    gradients accumulate over `accum_steps` microbatches in a `lax.scan`;
-5. if the loss and every gradient are finite: Adam with lr(nimg), then the EMA;
-   otherwise params, optimizer state and EMA are left unchanged and the step is
-   counted as skipped. Step, key and data position always advance.
+5. Adam with lr(nimg), then the EMA — kept only if the loss, every gradient and
+   every value of the updated params, optimizer state and EMA are finite (a finite
+   gradient can still overflow the update, e.g. with `optim.lr=1e39`); otherwise
+   params, optimizer state and EMA are left unchanged and the step is counted as
+   skipped. Step, key and data position always advance.
 
 Nothing is jitted here: the loop (or the caller) jits `train_step` once; data, keys
 and σ are array arguments, so they never cause a recompile.
@@ -37,7 +39,8 @@ from edmjax.train import phema
 from edmjax.train.config import TrainConfig
 from edmjax.train.state import TrainState
 
-__all__ = ["make_train_step", "sample_noise_levels", "SIGMA_BIN_EDGES", "all_finite"]
+__all__ = ["make_train_step", "sample_noise_levels", "SIGMA_BIN_EDGES", "all_finite",
+           "apply_gradients", "divergence_message"]
 
 # Edges of the σ bins of the per-σ loss metric (7 bins: below 0.01 ... above 20).
 SIGMA_BIN_EDGES = (0.01, 0.05, 0.2, 1.0, 5.0, 20.0)
@@ -62,15 +65,15 @@ def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
   images after it (NVlabs/edm2's `cur_nimg` after the increment). Then, for EDM2's
   forced weight normalisation, `renormalize(params)` replaces the stored weights
   (after the EMAs, which average the updated weights as NVlabs' do: NVlabs
-  normalises them in place at the next training forward pass). When the loss or any
-  gradient is not finite, params, EMAs and the optimizer state keep their old values
-  and the skip counters advance; the step counter, data position and RNG key always
-  advance.
+  normalises them in place at the next training forward pass). When the loss, any
+  gradient or any value of the updated params, optimizer state, EMA or EMA tracks is
+  not finite, params, EMAs and the optimizer state keep their old values and the skip
+  counters advance; the step counter, data position and RNG key always advance. So
+  the parameters of a state never become non-finite.
 
   Returns:
-    `(new_state, finite, lr, ema_beta)`.
+    `(new_state, finite, lr, ema_beta)`; `finite` is False for a skipped step.
   """
-  finite = jnp.isfinite(loss) & all_finite(grads)
   nimg = state.position
   lr = optim.learning_rate(optim_cfg, nimg, batch_size=batch)
   updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -82,6 +85,8 @@ def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
                                    batch_size=batch)
   if renormalize is not None:
     new_params = renormalize(new_params)
+  finite = (jnp.isfinite(loss) & all_finite(grads) & all_finite(new_params)
+            & all_finite(new_opt_state) & all_finite(new_ema) & all_finite(new_tracks))
 
   def keep(new, old):
     return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -99,6 +104,29 @@ def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
       buffers=state.buffers,
       ema_tracks=keep(new_tracks, state.ema_tracks))
   return new_state, finite, lr, beta
+
+
+def divergence_message(skipped_consecutive: int, skipped_total: int,
+                       max_consecutive_bad_steps: int, saved_steps, workdir: str) -> str:
+  """The message of a run stopped after too many skipped (non-finite) steps in a row.
+
+  It says what is on disk, truthfully: the checkpoints written so far (`saved_steps`,
+  all finite: `edmjax.train.checkpoint.save` refuses a non-finite state) or that there
+  are none yet, so that rerunning resumes from the last good state or starts again.
+  """
+  saved = sorted(int(s) for s in saved_steps)
+  if saved:
+    where = (f"The checkpoints in {workdir}/checkpoints (steps "
+             f"{', '.join(map(str, saved))}) hold finite states; rerunning resumes from "
+             f"step {saved[-1]}.")
+  else:
+    where = (f"No checkpoint has been written to {workdir}/checkpoints yet, so nothing "
+             "is saved; rerunning starts the run again.")
+  return (f"Stopping: {int(skipped_consecutive)} consecutive steps had a non-finite loss, "
+          f"gradient or parameter update (max_consecutive_bad_steps="
+          f"{max_consecutive_bad_steps}; {int(skipped_total)} skipped in total); their "
+          f"updates were skipped. {where} Check the data for NaN/inf, lower optim.lr, or "
+          "use float32 (net.dtype=float32).")
 
 
 def sample_noise_levels(cfg: TrainConfig, key, batch: int):

@@ -149,9 +149,24 @@ def test_split_cpu_into_devices_picks_a_divisor_of_the_microbatch_and_is_safe_la
           "n = parallel.split_cpu_into_devices(30, accum_steps=2, max_devices=4); "
           "print(n, jax.device_count(), parallel.split_cpu_into_devices(8))")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                       text=True, check=True, timeout=120).stdout.split()
+  run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, check=True, timeout=120)
   # microbatch 15: 4 does not divide it, 3 does; a second call after JAX started is a no-op.
-  assert out == ["3", "3", "0"]
+  assert run.stdout.split() == ["3", "3", "0"]
+  # Fewer devices than asked for is said, not silent.
+  assert "using 3 of 4 CPU devices: batch_size=30 (microbatch 15)" in run.stderr
   # Here XLA_FLAGS already forces 8 devices (conftest): left alone.
   assert parallel.split_cpu_into_devices(16) == 0 and jax.device_count() == 8
+
+
+def test_an_explicit_device_count_that_does_not_divide_the_batch_is_an_error():
+  # batch 7 on 2 devices used to fall back to 1 device silently.
+  with pytest.raises(ValueError, match=r"devices=2 \(--cpu-devices\) does not divide the "
+                                       r"microbatch \(batch_size=7\)"):
+    parallel.split_cpu_into_devices(7, devices=2)
+  with pytest.raises(ValueError, match=r"batch_size=12 / accum_steps=2 = 6"):
+    parallel.split_cpu_into_devices(12, accum_steps=2, devices=4)
+  with pytest.raises(ValueError, match=r"devices \(--cpu-devices\)=0 is too small"):
+    parallel.split_cpu_into_devices(8, devices=0)
+  # A count that divides is accepted (here JAX has started: nothing changes).
+  assert parallel.split_cpu_into_devices(8, devices=2) == 0
