@@ -180,7 +180,7 @@ def dpm_adaptive_sampler(denoise, latents, key=None, *, sigma_min=0.002, sigma_m
       sigma, sigma_next = dpm_steps.sigma_of_lambda(st.lam), dpm_steps.sigma_of_lambda(lam_next)
       down, _ = ancestral_step(sigma, sigma_next, eta)
       lam_to = jnp.minimum(lam_end, dpm_steps.lambda_of_sigma(down))
-      up = jnp.sqrt(sigma_next**2 - dpm_steps.sigma_of_lambda(lam_to)**2)
+      up = _common.safe_sqrt(sigma_next**2 - dpm_steps.sigma_of_lambda(lam_to)**2)
     else:
       lam_to = lam_next
     eps, denoised = dpm_steps.eps_at(denoise, st.x, st.lam)
@@ -231,11 +231,13 @@ def dpm_adaptive_sampler(denoise, latents, key=None, *, sigma_min=0.002, sigma_m
     nan = jnp.asarray(np.nan, dtype)
     seen = (jnp.full((max_steps, batch), nan), jnp.full((max_steps,) + x0.shape, nan),
             jnp.full((max_steps,) + x0.shape, nan))
-  zeros = jnp.zeros((batch,), jnp.int32)
-  state = _State(it=jnp.zeros((), jnp.int32), lam=jnp.full((batch,), lam_start),
-                 x=x0, x_prev=x0, h=jnp.full((batch,), f(h_init)),
-                 errs=jnp.ones((batch, 3), dtype), steps=zeros, n_accept=zeros,
-                 seen=seen)
+  # Per-sample state made from the latents, so that it follows their sharding.
+  per_sample = jnp.zeros_like(latents[:, 0, 0, 0])
+  zeros = per_sample.astype(jnp.int32)
+  state = _State(it=jnp.zeros((), jnp.int32), lam=per_sample + lam_start,
+                 x=x0, x_prev=x0, h=per_sample + f(h_init),
+                 errs=per_sample[:, None] + jnp.ones((1, 3), dtype), steps=zeros,
+                 n_accept=zeros, seen=seen)
   state = jax.lax.while_loop(
       lambda st: jnp.any(active(st)) & (st.it < max_steps), body, state)
   exceeded = active(state)

@@ -105,7 +105,7 @@ def dpm_fast_sampler(denoise, latents, key=None, *, nfe=18, sigma_min=0.002,
   if noisy:
     down, _ = ancestral_step(sigmas[:-1], sigmas[1:], eta)
     lam_to = xp.minimum(lam_end, -xp.log(down))
-    up = xp.sqrt(sigmas[1:]**2 - xp.exp(-lam_to)**2)
+    up = xp.sqrt(xp.maximum(sigmas[1:]**2 - xp.exp(-lam_to)**2, 0))  # 0, not NaN, on rounding
   else:
     lam_to = lams[1:]
     up = xp.zeros_like(lams[1:])

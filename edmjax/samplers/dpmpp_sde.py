@@ -45,7 +45,7 @@ def brownian_pair(keys, i, x, correlation):
   """
   e0 = _common.step_noise(keys, i, x)
   e1 = _common.step_noise(keys, i, x, draw=1)
-  return e0, correlation * e0 + jnp.sqrt(1 - correlation**2) * e1
+  return e0, correlation * e0 + _common.safe_sqrt(1 - correlation**2) * e1
 
 
 def _coefficients(table, r, eta, xp):
