@@ -99,8 +99,9 @@ def dpm_adaptive_sampler(denoise, latents, key=None, *, sigma_min=0.002, sigma_m
 
   One `lax.while_loop` for the batch, each sample with its own step size (and
   finished samples left unchanged) until every sample is done or `max_steps`
-  iterations have run. NFE per sample = `order × info.steps`; with the defaults
-  and a good denoiser typically 40–100 (measured in the sampler study).
+  iterations have run. NFE per sample = `order × info.steps` (the defaults spend
+  about 30–45 on Gaussian data over [0.002, 80]); the error is proportional to the
+  tolerance (measured slope 0.94 for order 2, rtol 3e-3 to 3e-5, atol = rtol/10).
 
   Args:
     denoise: `denoise(x, sigma) -> D(x; sigma)` for NHWC `x` (B, H, W, C) and `sigma`

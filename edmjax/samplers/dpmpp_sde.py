@@ -74,7 +74,8 @@ def dpmpp_sde_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.0
 
   Steps 0..N−2 as in the module docstring (two evaluations each); the last step,
   to σ_N = 0, is an Euler step (x_N = D(x_{N−1}; σ_{N−1})). NFE = 2N − 1. η = 0
-  is deterministic (a second-order single-step solver). Steps 0..N−2 run in one
+  is deterministic: for r = ½ it is DPM-Solver++(2S), `dpmpp_2s_ancestral_sampler`
+  with η = 0 (global order 2). Steps 0..N−2 run in one
   `lax.scan`, the last is static.
 
   Args:
