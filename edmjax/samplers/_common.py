@@ -137,6 +137,20 @@ per_sample_keys = keys_lib.per_sample_keys
 step_noise = keys_lib.step_noise
 
 
+def noise_keys(eta, S_noise, key, batch: int, who: str):
+  """Per-sample keys of an ancestral or SDE sampler; None when η or S_noise is
+  statically 0 (no noise is ever added).
+
+  Raises:
+    ValueError: η < 0, or noise without a key (naming `who`).
+  """
+  _checks.check_nonnegative("eta", eta)
+  if noise_is_static_zero(eta, S_noise):
+    return None
+  check_key_given(key, f"{who} (eta > 0)")
+  return per_sample_keys(key, batch)
+
+
 def initial_state(latents, sigma0, init=None):
   """x_0 = σ_0 · latents, or init + σ_0 · latents when starting from an image
   (SDEdit / headstart); σ_0 a scalar in the latents' dtype."""

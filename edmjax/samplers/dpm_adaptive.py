@@ -155,12 +155,9 @@ def dpm_adaptive_sampler(denoise, latents, key=None, *, sigma_min=0.002, sigma_m
   _checks.check_positive("atol", atol)
   _checks.check_positive("h_init", h_init)
   _checks.check_positive("accept_safety", accept_safety)
-  _checks.check_nonnegative("eta", eta)
   _checks.check_int_at_least("max_steps", max_steps, 1)
-  noisy = not _common.noise_is_static_zero(eta, S_noise)
-  if noisy:
-    _common.check_key_given(key, f"dpm_adaptive_sampler (eta={eta!r})")
-    keys = _common.per_sample_keys(key, batch)
+  keys = _common.noise_keys(eta, S_noise, key, batch, "dpm_adaptive_sampler")
+  noisy = keys is not None
 
   f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
   lam_start, lam_end = -jnp.log(f(sigma_max)), -jnp.log(f(sigma_min))

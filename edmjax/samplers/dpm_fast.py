@@ -92,11 +92,8 @@ def dpm_fast_sampler(denoise, latents, key=None, *, nfe=18, sigma_min=0.002,
   orders = dpm_fast_orders(nfe)
   _checks.check_positive("sigma_min", sigma_min)
   _checks.check_less("sigma_min", sigma_min, "sigma_max", sigma_max)
-  _checks.check_nonnegative("eta", eta)
-  noisy = not _common.noise_is_static_zero(eta, S_noise)
-  if noisy:
-    _common.check_key_given(key, f"dpm_fast_sampler (eta={eta!r})")
-    keys = _common.per_sample_keys(key, latents.shape[0])
+  keys = _common.noise_keys(eta, S_noise, key, latents.shape[0], "dpm_fast_sampler")
+  noisy = keys is not None
   m = len(orders)
   sigma_min, sigma_max = _common.host_or_device(dtype, sigma_min, sigma_max)
   xp = _common.xp_of(sigma_min, sigma_max)

@@ -97,11 +97,8 @@ def dpmpp_2m_sde_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=
   latents = _common.float_latents(latents)
   dtype = latents.dtype
   table = _common.sigma_table(dtype, sigmas, num_steps, sigma_min, sigma_max, rho)
-  _checks.check_nonnegative("eta", eta)
-  noisy = not _common.noise_is_static_zero(eta, S_noise)
-  if noisy:
-    _common.check_key_given(key, "dpmpp_2m_sde_sampler (eta > 0)")
-    keys = _common.per_sample_keys(key, latents.shape[0])
+  keys = _common.noise_keys(eta, S_noise, key, latents.shape[0], "dpmpp_2m_sde_sampler")
+  noisy = keys is not None
   num = table.shape[0] - 1
   xp = _common.xp_of(table, eta)
   ratio, a, corr, noise, multistep = _coefficients(table, eta, solver_type, xp)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from edmjax import _checks
 from edmjax.samplers import _common
 from edmjax.samplers.ancestral import ancestral_step
 
@@ -81,11 +80,8 @@ def dpmpp_2s_ancestral_sampler(denoise, latents, key=None, *, num_steps=18,
   latents = _common.float_latents(latents)
   dtype = latents.dtype
   table = _common.sigma_table(dtype, sigmas, num_steps, sigma_min, sigma_max, rho)
-  _checks.check_nonnegative("eta", eta)
-  noisy = not _common.noise_is_static_zero(eta, S_noise)
-  if noisy:
-    _common.check_key_given(key, "dpmpp_2s_ancestral_sampler (eta > 0)")
-    keys = _common.per_sample_keys(key, latents.shape[0])
+  keys = _common.noise_keys(eta, S_noise, key, latents.shape[0], "dpmpp_2s_ancestral_sampler")
+  noisy = keys is not None
   num = table.shape[0] - 1
   down, up = ancestral_step(table[:-1], table[1:], eta)
   xp = _common.xp_of(table, down)

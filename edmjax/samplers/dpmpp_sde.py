@@ -113,16 +113,13 @@ def dpmpp_sde_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.0
   latents = _common.float_latents(latents)
   dtype = latents.dtype
   table = _common.sigma_table(dtype, sigmas, num_steps, sigma_min, sigma_max, rho)
-  _checks.check_nonnegative("eta", eta)
   _checks.check_positive("r", r)
   r_value = _checks.concrete_value(r)
   if r_value is not None and float(r_value) > 1:
     raise ValueError(f"r={float(r_value)!r} is not allowed; 0 < r <= 1 (the "
                      "intermediate point λ_i + r h lies inside the step).")
-  noisy = not _common.noise_is_static_zero(eta, S_noise)
-  if noisy:
-    _common.check_key_given(key, "dpmpp_sde_sampler (eta > 0)")
-    keys = _common.per_sample_keys(key, latents.shape[0])
+  keys = _common.noise_keys(eta, S_noise, key, latents.shape[0], "dpmpp_sde_sampler")
+  noisy = keys is not None
   num = table.shape[0] - 1
   xp = _common.xp_of(table, eta, r)
   coefs = tuple(jnp.asarray(v, dtype) for v in _coefficients(table, r, eta, xp))

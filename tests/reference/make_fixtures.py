@@ -78,7 +78,6 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import pathlib
 import subprocess
