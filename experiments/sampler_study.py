@@ -102,7 +102,7 @@ STOCHASTIC = (
     ("DPM-fast, η = 1", "dpm_fast", {"eta": 1.0}, "fast"),
     ("DPM-adaptive, η = 1", "dpm_adaptive", {"eta": 1.0}, "adaptive"),
 )
-NFE_GRID = (5, 7, 10, 14, 20, 28, 35, 50, 70, 100, 140, 200)
+NFE_GRID = (5, 7, 10, 14, 20, 28, 35, 50, 70, 100, 140)
 QUICK_NFE_GRID = (5, 10, 20, 35, 70, 140)
 STOCHASTIC_NFE = (10, 20, 35, 70)
 ADAPTIVE_RTOL = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4)
@@ -116,9 +116,9 @@ def parse_args(argv=None):
       formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=88))
   p.add_argument("--out", default="out/sampler_study", metavar="DIR",
                  help="output folder (default: %(default)s)")
-  p.add_argument("--num-latents", type=int, default=256, metavar="N",
+  p.add_argument("--num-latents", type=int, default=128, metavar="N",
                  help="latents per measurement (default: %(default)s)")
-  p.add_argument("--reference-steps", type=int, default=1024, metavar="N",
+  p.add_argument("--reference-steps", type=int, default=512, metavar="N",
                  help="Heun steps of the reference solve (default: %(default)s)")
   p.add_argument("--sigma-min", type=float, default=0.002, metavar="S",
                  help="smallest noise level (default: %(default)s)")
@@ -132,7 +132,7 @@ def parse_args(argv=None):
   p.add_argument("--parts", default="1,2,3", metavar="LIST",
                  help="comma-separated subset of 1 (Figure 2), 2 (deterministic samplers), "
                       "3 (stochastic samplers) (default: %(default)s)")
-  p.add_argument("--stochastic-latents", type=int, default=1024, metavar="N",
+  p.add_argument("--stochastic-latents", type=int, default=512, metavar="N",
                  help="samples per stochastic measurement (default: %(default)s)")
   p.add_argument("--quick", action="store_true",
                  help="fewer step counts and a 256-step reference, for a fast look")
