@@ -5,7 +5,9 @@ For every sampler of `edmjax.sampling` (the registry; 'headstart' from a zero
 image), this times the whole jitted sampler (one compiled loop) against NFE calls of
 the same jitted denoiser (a small conv net under EDM preconditioning), the two
 interleaved, and prints one JSON line per sampler with seconds per NFE and the
-overhead ratio sampler / (NFE × denoiser). A ratio of 1.0 means the solver
+overhead ratio sampler / (NFE × denoiser), in wall-clock and in this process's CPU
+time (the latter is less sensitive to other jobs on a shared machine). A ratio of
+1.0 means the solver
 arithmetic and the loop cost nothing beyond the network; below 1, the single program
 saves the per-call dispatch of NFE separate executions. DPM-adaptive's NFE is the
 mean it spent per sample (`return_info`), 'ddpm' runs T = 100 steps.
@@ -59,6 +61,13 @@ def _seconds(fn):
   t0 = time.perf_counter()
   jax.block_until_ready(fn())
   return time.perf_counter() - t0
+
+
+def _timed(fn):
+  """(wall seconds, CPU seconds of this process) of one call."""
+  w0, c0 = time.perf_counter(), time.process_time()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - w0, time.process_time() - c0
 
 
 def _spec(name, num_steps):
@@ -124,19 +133,22 @@ def main(argv=None):
 
     t_sampler, t_bare = [], []
     for _ in range(args.repeats):   # interleaved, so drifts in load hit both alike
-      t_sampler.append(_seconds(lambda: run(latents, key)))
-      t_bare.append(_seconds(bare) * nfe / calls)
-    ts, tb = float(np.median(t_sampler)), float(np.median(t_bare))
+      t_sampler.append(_timed(lambda: run(latents, key)))
+      t_bare.append(np.asarray(_timed(bare)) * nfe / calls)
+    (ts, cs), (tb, cb) = np.median(t_sampler, axis=0), np.median(t_bare, axis=0)
     print(json.dumps({
         "benchmark": "sampler_overhead", "sampler": name, "spec": repr(spec),
         "date": datetime.date.today().isoformat(), "device": str(jax.devices()[0]),
         "platform": platform.processor() or platform.machine(), "jax": jax.__version__,
         "load_1min": load, "batch": args.batch, "image_shape": list(shape[1:]),
-        "nfe": round(nfe, 2), "sampler_seconds": round(ts, 4),
-        "bare_denoiser_seconds": round(tb, 4),
-        "sampler_seconds_per_nfe": round(ts / nfe, 5),
-        "denoiser_seconds_per_nfe": round(tb / nfe, 5),
-        "overhead_ratio": round(ts / tb, 4), "compile_seconds": round(compile_s, 2),
+        "nfe": round(nfe, 2), "sampler_seconds": round(float(ts), 4),
+        "bare_denoiser_seconds": round(float(tb), 4),
+        "sampler_seconds_per_nfe": round(float(ts) / nfe, 5),
+        "denoiser_seconds_per_nfe": round(float(tb) / nfe, 5),
+        "overhead_ratio": round(float(ts / tb), 4),
+        "sampler_cpu_seconds": round(float(cs), 4),
+        "bare_denoiser_cpu_seconds": round(float(cb), 4),
+        "overhead_ratio_cpu": round(float(cs / cb), 4), "compile_seconds": round(compile_s, 2),
         "repeats": args.repeats,
     }), flush=True)
 

@@ -142,10 +142,9 @@ def test_network_forward_matches_nvlabs(name):
   config = {**N_META["common"], **size, **case}
   config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
   net = getattr(edm_nn, cls)(**config)
-  with jax.disable_jit():
-    out = net.apply(_flax_variables(net, name), jnp.asarray(N["x"]),
-                    jnp.asarray(N["noise_labels"]), jnp.asarray(N["class_labels"]),
-                    jnp.asarray(N["augment_labels"]))
+  out = jax.jit(net.apply)(_flax_variables(net, name), jnp.asarray(N["x"]),
+                           jnp.asarray(N["noise_labels"]), jnp.asarray(N["class_labels"]),
+                           jnp.asarray(N["augment_labels"]))
   assert refdata.rel_error(out, N[f"{name}/out"]) <= 1e-5
 
 
