@@ -463,7 +463,7 @@ def exponential_sigmas(num_steps, sigma_min=0.002, sigma_max=80.0):
     array([1.  , 0.1 , 0.01, 0.  ])
   """
   _check_steps(num_steps, sigma_min, sigma_max)
-  xp = _xp(sigma_min, sigma_max)
+  xp = _arrays.xp_of(sigma_min, sigma_max)
   lo, hi = xp.log(_asarray(xp, sigma_min)), xp.log(_asarray(xp, sigma_max))
   frac = _ramp(xp, num_steps, 0.0, 1.0, sigma_min, sigma_max)
   return append_zero(xp.exp(hi + frac * (lo - hi)))
@@ -479,7 +479,7 @@ def polyexponential_sigmas(num_steps, sigma_min=0.002, sigma_max=80.0, rho=1.0):
   ρ = 1 is `exponential_sigmas`; ρ > 1 puts more levels near σ_min.
   """
   _check_steps(num_steps, sigma_min, sigma_max, rho)
-  xp = _xp(sigma_min, sigma_max, rho)
+  xp = _arrays.xp_of(sigma_min, sigma_max, rho)
   lo, hi = xp.log(_asarray(xp, sigma_min)), xp.log(_asarray(xp, sigma_max))
   ramp = _ramp(xp, num_steps, 1.0, 0.0, sigma_min, sigma_max, rho)**rho
   return append_zero(xp.exp(ramp * (hi - lo) + lo))
@@ -498,6 +498,6 @@ def vp_sigmas(num_steps, beta_d=19.9, beta_min=0.1, eps_s=1e-3):
   _checks.check_positive("beta_d", beta_d)
   _checks.check_positive("eps_s", eps_s)
   _checks.check_less("eps_s", eps_s, "1", 1.0)
-  xp = _xp(beta_d, beta_min, eps_s)
+  xp = _arrays.xp_of(beta_d, beta_min, eps_s)
   t = _ramp(xp, num_steps, 1.0, eps_s, beta_d, beta_min, eps_s)
   return append_zero(vp_sigma(t, beta_d, beta_min))

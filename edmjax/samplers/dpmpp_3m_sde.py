@@ -97,7 +97,6 @@ def dpmpp_3m_sde_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=
   table = _common.sigma_table(dtype, sigmas, num_steps, sigma_min, sigma_max, rho)
   keys = _common.noise_keys(eta, S_noise, key, latents.shape[0], "dpmpp_3m_sde_sampler")
   noisy = keys is not None
-  num = table.shape[0] - 1
   xp = _common.xp_of(table, eta)
   *scalars, steps = _coefficients(table, eta, xp)
   scalars = tuple(jnp.asarray(v, dtype) for v in scalars)
