@@ -36,7 +36,8 @@ for digits, the mixture's closed form for gmm), beside the floor of exact draws 
 same size.
 
 Writes to --out: `sampler_study.png` (part 1), `sampler_study_all.png` (parts 2 and 3),
-`sampler_study.csv` (parts 1 and 2), `sampler_study_stochastic.csv` and
+`sampler_study.csv` (part 1), `sampler_study_samplers.csv` (part 2),
+`sampler_study_stochastic.csv` (part 3) and
 `summary.json`: NFE needed to reach --target RMS (log-log interpolation), the RMS at
 10/20/35 NFE and the FD at 10/20/35 NFE, and the best sampler at each budget.
 
@@ -351,8 +352,8 @@ def main(argv=None):
         w.writeheader()
         w.writerows(table)
 
-  write_csv(out / "sampler_study.csv", [dict(part=1, **r) for r in rows]
-            + [dict(part=2, **r) for r in rows_all])
+  write_csv(out / "sampler_study.csv", rows)
+  write_csv(out / "sampler_study_samplers.csv", rows_all)
   write_csv(out / "sampler_study_stochastic.csv", rows_sto)
   summary = {"target_rms_error": args.target, "reference_steps": ref_steps,
              "num_latents": args.num_latents,
