@@ -372,46 +372,101 @@ def ddpm_sampler(eps_fn: EpsFn, latents: Array, key: Array, betas: Any, *,
   return x
 
 
-def ddim_timesteps(num_steps: int, T: int) -> np.ndarray:
-  """The DDIM subsequence τ: `num_steps` integer steps evenly spaced over [0, T−1].
+DDIM_SPACINGS = ("linspace", "leading", "trailing")
 
-  τ = round(linspace(T−1, 0, num_steps)), decreasing, first T−1 and last 0 (for
-  num_steps = 1 just [T−1]); distinct because num_steps <= T. num_steps = T gives
-  every step.
+
+def ddim_timesteps(num_steps: int, T: int, spacing: str = "linspace") -> np.ndarray:
+  """The DDIM subsequence τ: `num_steps` distinct integer steps in [0, T), decreasing.
+
+  The three spacings of diffusers (`timestep_spacing`; Lin et al. 2024, arXiv
+  2305.08891, Table 2), with diffusers' exact formulas:
+
+  * 'linspace': round(linspace(0, T−1, N)) reversed — first T−1, last 0
+    (num_steps = 1 gives [T−1] here; diffusers gives [0]);
+  * 'leading': i·⌊T/N⌋ for i = N−1, ..., 0 — the DDIM paper's choice (Song et al.
+    2021, Appendix D.2, "τ_i = ⌊c i⌋"; its code steps over `range(0, T, T // N)`),
+    last 0, first (N−1)⌊T/N⌋ <= T − N;
+  * 'trailing': round(T − i·T/N) − 1 for i = 0..N−1 — first T−1, last about T/N − 1.
+    (diffusers writes this as `arange(T, 0, -T/N)`, which for some T, N, e.g.
+    T = 1000 and N = 61, returns N + 1 values ending in −1; here always the N
+    intended ones.)
+
+  num_steps = T gives every step with each spacing.
+
+  Raises:
+    ValueError: an unknown spacing, num_steps < 1 or > T, T < 1.
   """
   _checks.check_int_at_least("T", T, 1)
   _checks.check_int_at_least("num_steps", num_steps, 1)
+  _checks.check_choice("spacing", spacing, DDIM_SPACINGS)
   if num_steps > T:
     raise ValueError(f"num_steps={num_steps} exceeds the number of steps T={T}.")
+  if spacing == "leading":
+    return (np.arange(num_steps, dtype=np.int64) * (T // num_steps))[::-1].copy()
+  if spacing == "trailing":
+    return (np.round(T - np.arange(num_steps) * (T / num_steps)).astype(np.int64) - 1)
   if num_steps == 1:
     return np.array([T - 1], dtype=np.int64)
-  return np.round(np.linspace(T - 1, 0, num_steps)).astype(np.int64)
+  return np.linspace(0, T - 1, num_steps).round()[::-1].astype(np.int64)
+
+
+def ddim_step(x_t: Array, eps: Array, alpha_bar_t, alpha_bar_s, eta=0.0,
+              noise: Array | None = None) -> Array:
+  """One DDIM step from step t to step s (Song et al. 2021, Eq. 12), NHWC.
+
+  .. math::
+    x_s = \\sqrt{ᾱ_s}\\, x̂_0 + \\sqrt{1 − ᾱ_s − σ^2}\\, ε + σ z,\\quad
+    σ = η \\sqrt{\\frac{1 − ᾱ_s}{1 − ᾱ_t}}\\sqrt{1 − \\frac{ᾱ_t}{ᾱ_s}},\\quad
+    x̂_0 = \\frac{x_t − \\sqrt{1 − ᾱ_t}\\, ε}{\\sqrt{ᾱ_t}},
+
+  with z = `noise` (None: no noise term, the deterministic step for η = 0); ᾱ_s = 1
+  after the last step. diffusers' `DDIMScheduler.step` with `clip_sample=False`
+  computes the same step from its (t, prev_t).
+  """
+  dtype = x_t.dtype
+  a_t, a_s = jnp.asarray(alpha_bar_t, dtype), jnp.asarray(alpha_bar_s, dtype)
+  x0 = _predict_x0(x_t, eps, jnp.sqrt(a_t), jnp.sqrt(1.0 - a_t))
+  if noise is None:
+    return jnp.sqrt(a_s) * x0 + jnp.sqrt(1.0 - a_s) * eps
+  sigma = jnp.asarray(eta, dtype) * jnp.sqrt((1.0 - a_s) / (1.0 - a_t) * (1.0 - a_t / a_s))
+  dir_coef = jnp.sqrt(jnp.maximum(1.0 - a_s - jnp.square(sigma), 0.0))
+  return jnp.sqrt(a_s) * x0 + dir_coef * eps + sigma * noise
 
 
 def ddim_sampler(eps_fn: EpsFn, latents: Array, betas: Any, *, num_steps: int,
-                 eta: float = 0.0, key: Array | None = None,
+                 eta: float = 0.0, key: Array | None = None, spacing: str = "linspace",
                  return_trajectory: bool = False) -> Array | tuple[Array, Array]:
   """DDIM sampling (Song et al. 2021, arXiv 2010.02502, Eq. 12) on a step subsequence.
 
-  On τ = `ddim_timesteps(num_steps, T)` (evenly spaced, from T−1 down to 0), with
-  t = τ_i, s = τ_{i+1} (ᾱ_s = 1 after the last step, so the result is x̂_0 at t = 0):
+  On τ = `ddim_timesteps(num_steps, T, spacing)`, decreasing, with t = τ_i, s = τ_{i+1}
+  (ᾱ_s = 1 after the last step, so the result is x̂_0 at the last step),
 
   .. math::
     x_s = \\sqrt{ᾱ_s}\\, x̂_0 + \\sqrt{1 − ᾱ_s − σ^2}\\, ε_θ(x_t, t) + σ z,\\quad
     σ = η \\sqrt{\\frac{1 − ᾱ_s}{1 − ᾱ_t}}\\sqrt{1 − \\frac{ᾱ_t}{ᾱ_s}},
 
-  x̂_0 = (x_t − sqrt(1 − ᾱ_t) ε_θ)/sqrt(ᾱ_t). η = 0 is deterministic (the Euler
-  method for the probability-flow ODE in x/sqrt(ᾱ) and σ); η = 1 with every step is
-  ancestral sampling with the posterior variance β̃. The number of ε evaluations is
-  `num_steps`. Noise follows the per-sample rule of `ddpm_sampler` (step index i).
+  x̂_0 = (x_t − sqrt(1 − ᾱ_t) ε_θ)/sqrt(ᾱ_t) (`ddim_step`). η = 0 is deterministic
+  (the Euler method for the probability-flow ODE in x/sqrt(ᾱ) and σ); η = 1 with every
+  step is ancestral sampling with the posterior variance β̃. The number of ε
+  evaluations is `num_steps`. Noise follows the per-sample rule of `ddpm_sampler`
+  (step index i).
+
+  Spacing: 'leading' is the DDIM paper's (τ_i = i⌊T/N⌋); 'linspace' (the default
+  here) and 'trailing' are diffusers' others (`ddim_timesteps`). Equal to diffusers'
+  `DDIMScheduler` (clip_sample=False, set_alpha_to_one=True) for 'leading', and for
+  'trailing' when N divides T. diffusers always steps from t to t − ⌊T/N⌋, not to the
+  next timestep of its own sequence; for 'linspace' (and 'trailing' when N does not
+  divide T) the two differ, and this sampler steps to the next timestep τ_{i+1}, as
+  the DDIM paper defines the subsequence.
 
   Args:
     eps_fn: ε-model `eps_fn(x_t, t)`.
-    latents: NHWC unit Gaussian latents (x at step T−1).
+    latents: NHWC unit Gaussian latents (x at step τ_0).
     betas: the β table (or `DDPMTables`).
     num_steps: number of steps, 1 <= num_steps <= T (static).
     eta: η >= 0, the amount of noise.
     key: one key or one per sample; required unless η = 0.
+    spacing: 'linspace', 'leading' or 'trailing' (static).
     return_trajectory: also return the states.
 
   Returns:
@@ -420,7 +475,8 @@ def ddim_sampler(eps_fn: EpsFn, latents: Array, betas: Any, *, num_steps: int,
     samples.
 
   Raises:
-    ValueError: η < 0, a missing key when η != 0, bad `num_steps`, `latents` not NHWC.
+    ValueError: η < 0, a missing key when η != 0, bad `num_steps` or `spacing`,
+      `latents` not NHWC.
   """
   _checks.check_nhwc("latents", latents)
   _checks.check_nonnegative("eta", eta)
@@ -430,27 +486,19 @@ def ddim_sampler(eps_fn: EpsFn, latents: Array, betas: Any, *, num_steps: int,
     raise ValueError(f"eta={eta!r} > 0 adds noise; pass a jax.random key.")
   tables = ddpm_tables(betas)
   T = len(tables.betas)
-  taus = ddim_timesteps(num_steps, T)
+  taus = ddim_timesteps(num_steps, T, spacing)
   batch, dtype = latents.shape[0], latents.dtype
   keys = None if deterministic else keys_lib.per_sample_keys(key, batch)
 
   ab = _table(tables, "alpha_bars", dtype)
   ab_t = ab[taus]
   ab_s = jnp.concatenate([ab[taus[1:]], jnp.ones((1,), dtype)])
-  eta = jnp.asarray(eta, dtype)
 
   def step(x, inputs):
     i, t, a_t, a_s = inputs
     eps = eps_fn(x, jnp.full((batch,), t, jnp.int32)).astype(dtype)
-    x0 = _predict_x0(x, eps, jnp.sqrt(a_t), jnp.sqrt(1.0 - a_t))
-    x_next = jnp.sqrt(a_s) * x0
-    if deterministic:
-      x_next = x_next + jnp.sqrt(1.0 - a_s) * eps
-    else:
-      sigma = eta * jnp.sqrt((1.0 - a_s) / (1.0 - a_t) * (1.0 - a_t / a_s))
-      dir_coef = jnp.sqrt(jnp.maximum(1.0 - a_s - jnp.square(sigma), 0.0))
-      z = keys_lib.step_noise(keys, i, x)
-      x_next = x_next + dir_coef * eps + sigma * z
+    z = None if deterministic else keys_lib.step_noise(keys, i, x)
+    x_next = ddim_step(x, eps, a_t, a_s, eta, z)
     return x_next, (x_next if return_trajectory else None)
 
   xs = (jnp.arange(num_steps), jnp.asarray(taus, jnp.int32), ab_t, ab_s)

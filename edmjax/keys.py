@@ -7,6 +7,9 @@ gets `fold_in(key, b)`. Noise is drawn per sample from that key:
 what                          draw for sample b (key_b = its key)
 ============================  ===============================================
 step i's noise                `normal(fold_in(key_b, i), image_shape)`
+step i's further draws        `normal(fold_in(fold_in(key_b, i), j), image_shape)`,
+(j = 1, 2, ...: a sampler     j = 1, 2, ...
+that draws twice per step)
 starting noise (headstart,    `normal(fold_in(key_b, 2**31 − 1), image_shape)`
 SDEdit, inpainting)
 ============================  ===============================================
@@ -64,11 +67,24 @@ def per_sample_keys(key, batch: int) -> jax.Array:
   return key
 
 
-def step_noise(keys, i, x) -> jax.Array:
+def step_noise(keys, i, x, draw: int = 0) -> jax.Array:
   """N(0, I) noise of step i shaped like `x`: sample b's is
-  `normal(fold_in(keys[b], i), x.shape[1:])`, in x's dtype."""
-  return jax.vmap(
-      lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], x.dtype))(keys)
+  `normal(fold_in(keys[b], i), x.shape[1:])`, in x's dtype.
+
+  `i` is one step index, or one per sample (shape (B,)) for samplers whose samples
+  are at different steps (adaptive step sizes). `draw` = j > 0 is the j-th further
+  draw of the same step, `normal(fold_in(fold_in(keys[b], i), j))` (static).
+  """
+  _checks.check_int_at_least("draw", draw, 0)
+
+  def one(k, step):
+    k = jax.random.fold_in(k, step)
+    if draw:
+      k = jax.random.fold_in(k, draw)
+    return jax.random.normal(k, x.shape[1:], x.dtype)
+
+  steps = jnp.asarray(i)
+  return jax.vmap(one, in_axes=(0, 0 if steps.ndim else None))(keys, steps)
 
 
 def start_noise(key, x) -> jax.Array:

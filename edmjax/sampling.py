@@ -17,19 +17,36 @@ applying the model's noise range in one place, as NVlabs/edm's `generate.py` doe
 Every script, the training loop's sample grids, super-resolution and the notebook
 sample through this function, so one checkpoint and one seed give one image.
 
-=================  ==================================================  ============
-name               sampler                                             NFE
-=================  ==================================================  ============
-'edm'              NVlabs' `edm_sampler` (Algorithm 2, Heun, churn)     2N − 1
-'ablation'         NVlabs' `ablation_sampler` (Table 1 design space)   2N − 1 or N
-'heun'             k-diffusion's `sample_heun` over a σ schedule        2N − 1
-'euler'            k-diffusion's `sample_euler`                         N
-'euler_ancestral'  k-diffusion's `sample_euler_ancestral`              N
-'dpmpp_2m'         DPM-Solver++(2M) (`sample_dpmpp_2m`)                N
-'headstart'        from an image at σ_start (needs `init`)             N or 2N − 1
-'ddpm'             DDPM ancestral sampling, all T steps                T
-'ddim'             DDIM (Song et al. 2021)                             N
-=================  ==================================================  ============
+======================  ================================================  ============
+name                    sampler                                           NFE
+======================  ================================================  ============
+'edm'                   NVlabs' `edm_sampler` (Algorithm 2, Heun, churn)   2N − 1
+'ablation'              NVlabs' `ablation_sampler` (Table 1 design space) 2N − 1 or N
+'heun'                  k-diffusion's `sample_heun` over a σ schedule      2N − 1
+'euler'                 k-diffusion's `sample_euler`                       N
+'euler_ancestral'       k-diffusion's `sample_euler_ancestral`            N
+'dpm_2'                 k-diffusion's `sample_dpm_2` (churn)               2N − 1
+'dpm_2_ancestral'       k-diffusion's `sample_dpm_2_ancestral`            2N − 1
+'lms'                   k-diffusion's `sample_lms` (order <= 4)            N
+'dpmpp_2s_ancestral'    k-diffusion's `sample_dpmpp_2s_ancestral`         2N − 1
+'dpmpp_sde'             k-diffusion's `sample_dpmpp_sde`                   2N − 1
+'dpmpp_2m'              DPM-Solver++(2M) (`sample_dpmpp_2m`)              N
+'dpmpp_2m_sde'          k-diffusion's `sample_dpmpp_2m_sde`                N
+'dpmpp_3m_sde'          k-diffusion's `sample_dpmpp_3m_sde`                N
+'dpm_fast'              k-diffusion's `sample_dpm_fast` (no table)        `nfe`
+'dpm_adaptive'          k-diffusion's `sample_dpm_adaptive` (no table)    adaptive (*)
+'headstart'             from an image at σ_start (needs `init`)           N or 2N − 1
+'ddpm'                  DDPM ancestral sampling, all T steps              T
+'ddim'                  DDIM (Song et al. 2021), diffusers' spacings      N
+======================  ================================================  ============
+
+(*) `nfe()` of 'dpm_adaptive' is its budget, `order × max_steps`; the evaluations it
+spends are per sample (`samplers.dpm_adaptive_sampler(..., return_info=True)`).
+
+The table samplers take `schedule` ∈ {karras, exponential, polyexponential, vp}
+(`sigma_table`); 'dpm_fast' and 'dpm_adaptive' step uniformly or adaptively in
+λ = −log σ over the model's clipped range and take no table (a discrete model
+rounds what it is asked inside its denoiser).
 
 `SamplerSpec.options_of(name)` lists a sampler's options and defaults. Starting from
 an image (`init=`, SDEdit / headstart): x_0 = init + σ_0 · latents, where σ_0 is the
@@ -68,8 +85,8 @@ from edmjax import schedules
 from edmjax.model import Denoiser, EpsModel
 from edmjax.samplers import ablation as ablation_lib
 
-__all__ = ["SAMPLER_NAMES", "SamplerSpec", "sample", "as_model", "steps_for_nfe",
-           "sigma_table"]
+__all__ = ["SAMPLER_NAMES", "SCHEDULE_NAMES", "SamplerSpec", "sample", "as_model",
+           "steps_for_nfe", "sigma_table"]
 
 
 # ----------------------------------------------------------------------------- options
@@ -131,6 +148,12 @@ def _alpha(name, v):
     raise ValueError(f"{name}={v!r} is not allowed; 0 < alpha <= 1 (1 is Heun's method).")
 
 
+def _unit_interval(name, v):
+  _num(name, v, positive=True)
+  if float(v) > 1:
+    raise ValueError(f"{name}={v!r} is not allowed; 0 < {name} <= 1.")
+
+
 def _bool(name, v):
   if not isinstance(v, (bool, np.bool_)):
     raise ValueError(f"{name}={v!r} is not allowed; it must be True or False.")
@@ -148,8 +171,11 @@ _RANGE = {
     "sigma_max": _Opt(80.0, _positive, "highest noise level (clipped to the model's)"),
     "rho": _Opt(7.0, _positive, "Karras time-step exponent ρ"),
 }
+SCHEDULE_NAMES = ("karras", "exponential", "polyexponential", "vp")
 _SCHEDULE = {
-    "schedule": _Opt("karras", _choice("karras"), "σ schedule of the table"),
+    "schedule": _Opt("karras", _choice(*SCHEDULE_NAMES),
+                     "σ schedule of the table (karras, exponential, polyexponential: "
+                     "its exponent is rho, vp: VP steps fit to the range)"),
 }
 _CHURN = {
     "S_churn": _Opt(0.0, _nonnegative, "total churn (Algorithm 2)"),
@@ -424,17 +450,34 @@ def sigma_table(model: Denoiser, num_steps: int, sigma_min: float, sigma_max: fl
   """The `(N + 1,)` float64 table a sampler steps on for `model`, ending in 0.
 
   The range is clipped to the model's (NVlabs' rule), the N levels come from the
-  named schedule and are rounded with the model's `round_sigma`.
+  named schedule over [σ_min, σ_max] and are rounded with the model's `round_sigma`:
+
+  * 'karras': EDM's Eq. 5 with exponent ρ (`schedules.karras_sigmas`);
+  * 'exponential': even in log σ (`schedules.exponential_sigmas`);
+  * 'polyexponential': k-diffusion's polynomial in log σ with exponent ρ
+    (`schedules.polyexponential_sigmas`; k-diffusion's default for it is ρ = 1, the
+    exponential schedule: pass rho=1.0 for it);
+  * 'vp': the VP time steps t_i = 1 + i/(N−1)(ε_s − 1), ε_s = 10⁻³, with β refit so
+    that σ(1) = σ_max and σ(ε_s) = σ_min (`schedules.vp_sigma_steps`, EDM's VP
+    discretization); for the original VP range (σ_min, σ_max) =
+    `schedules.vp_default_sigma_range()` this is k-diffusion's `get_sigmas_vp`.
 
   Raises:
-    ValueError: an empty range, or rounded levels that are not strictly
-      decreasing (too many steps for a discrete model's table).
+    ValueError: an empty range, an unknown schedule, or rounded levels that are not
+      strictly decreasing (too many steps for a discrete model's table).
   """
   model = as_model(model)
+  _checks.check_choice("schedule", schedule, SCHEDULE_NAMES)
   lo, hi = model.sigma_range(sigma_min, sigma_max)
-  _checks.check_choice("schedule", schedule, ("karras",))
-  levels = np.asarray(schedules.edm_sigma_steps(num_steps, lo, hi, rho), np.float64)
-  levels = _rounded(model, levels, num_steps)
+  if schedule == "karras":
+    levels = schedules.edm_sigma_steps(num_steps, lo, hi, rho)
+  elif schedule == "exponential":
+    levels = schedules.exponential_sigmas(num_steps, lo, hi)[:-1]
+  elif schedule == "polyexponential":
+    levels = schedules.polyexponential_sigmas(num_steps, lo, hi, rho)[:-1]
+  else:
+    levels = schedules.vp_sigma_steps(num_steps, lo, hi)
+  levels = _rounded(model, np.asarray(levels, np.float64), num_steps)
   return np.append(levels, 0.0)
 
 
@@ -547,6 +590,108 @@ def _run_dpmpp_2m(net, latents, key, o, init, traj):
                                    return_trajectory=traj)
 
 
+_ANCESTRAL = {
+    "eta": _Opt(1.0, _nonnegative, "ancestral noise fraction η (0: the ODE solver)"),
+    "S_noise": _CHURN["S_noise"],
+}
+
+
+def _ancestral_needs_key(opts):
+  return float(opts["eta"]) > 0 and float(opts["S_noise"]) > 0
+
+
+def _table_sampler(name, function, options, nfe, needs_key, doc, option_names):
+  """Registers a sampler over `_table_of`'s σ table, passing `option_names`."""
+  def run(net, latents, key, o, init, traj):
+    return function(net, latents, key, sigmas=_table_of(net, o), init=init,
+                    return_trajectory=traj, **{k: o[k] for k in option_names})
+  _register(name, {**_RANGE, **_SCHEDULE, **options}, nfe=nfe, needs_key=needs_key,
+            doc=doc)(run)
+
+
+def _two_per_step(o, T):
+  return 2 * o["num_steps"] - 1
+
+
+def _one_per_step(o, T):
+  return o["num_steps"]
+
+
+_table_sampler("dpm_2", samplers.dpm_2_sampler, _CHURN, _two_per_step, _churns,
+               "k-diffusion's sample_dpm_2 (DPM-Solver-2 steps in Algorithm 2)",
+               tuple(_CHURN))
+_table_sampler("dpm_2_ancestral", samplers.dpm_2_ancestral_sampler, _ANCESTRAL,
+               _two_per_step, _ancestral_needs_key,
+               "k-diffusion's sample_dpm_2_ancestral", tuple(_ANCESTRAL))
+_table_sampler("lms", samplers.lms_sampler,
+               {"order": _Opt(4, _choice(1, 2, 3, 4), "multistep order (1..4)")},
+               _one_per_step, _never, "k-diffusion's sample_lms (linear multistep)",
+               ("order",))
+_table_sampler("dpmpp_2s_ancestral", samplers.dpmpp_2s_ancestral_sampler, _ANCESTRAL,
+               _two_per_step, _ancestral_needs_key,
+               "k-diffusion's sample_dpmpp_2s_ancestral", tuple(_ANCESTRAL))
+_table_sampler("dpmpp_sde", samplers.dpmpp_sde_sampler,
+               {**_ANCESTRAL, "r": _Opt(0.5, _unit_interval,
+                                  "intermediate point λ_i + r h, 0 < r <= 1")},
+               _two_per_step, _ancestral_needs_key,
+               "k-diffusion's sample_dpmpp_sde (Brownian-consistent draws)",
+               tuple(_ANCESTRAL) + ("r",))
+_table_sampler("dpmpp_2m_sde", samplers.dpmpp_2m_sde_sampler,
+               {**_ANCESTRAL,
+                "solver_type": _Opt("midpoint", _choice(*samplers.SDE_SOLVER_TYPES),
+                                    "second-order correction: midpoint or heun")},
+               _one_per_step, _ancestral_needs_key, "k-diffusion's sample_dpmpp_2m_sde",
+               tuple(_ANCESTRAL) + ("solver_type",))
+_table_sampler("dpmpp_3m_sde", samplers.dpmpp_3m_sde_sampler, _ANCESTRAL, _one_per_step,
+               _ancestral_needs_key, "k-diffusion's sample_dpmpp_3m_sde",
+               tuple(_ANCESTRAL))
+
+_LAMBDA_RANGE = {"sigma_min": _RANGE["sigma_min"], "sigma_max": _RANGE["sigma_max"]}
+_LAMBDA_NOISE = {
+    "eta": _Opt(0.0, _nonnegative, "ancestral noise fraction η (0: the ODE solver)"),
+    "S_noise": _CHURN["S_noise"],
+}
+
+
+@_register("dpm_fast",
+           {"nfe": _Opt(18, _int_at_least(1), "evaluations n (⌊n/3⌋ + 1 steps)"),
+            **_LAMBDA_RANGE, **_LAMBDA_NOISE},
+           nfe=lambda o, T: o["nfe"], needs_key=_ancestral_needs_key,
+           doc="k-diffusion's sample_dpm_fast (DPM-Solver-fast, uniform in log σ)")
+def _run_dpm_fast(net, latents, key, o, init, traj):
+  lo, hi = net.sigma_range(o["sigma_min"], o["sigma_max"])
+  return samplers.dpm_fast_sampler(net, latents, key, nfe=o["nfe"], sigma_min=lo,
+                                   sigma_max=hi, eta=o["eta"], S_noise=o["S_noise"],
+                                   init=init, return_trajectory=traj)
+
+
+_ADAPTIVE = {
+    **_LAMBDA_RANGE,
+    "order": _Opt(3, _choice(2, 3), "2 (DPM-Solver-12) or 3 (DPM-Solver-23)"),
+    "rtol": _Opt(0.05, _nonnegative, "relative tolerance"),
+    "atol": _Opt(0.0078, _positive, "absolute tolerance"),
+    "h_init": _Opt(0.05, _positive, "first step in log σ"),
+    "pcoeff": _Opt(0.0, _num, "PID controller k_P"),
+    "icoeff": _Opt(1.0, _num, "PID controller k_I"),
+    "dcoeff": _Opt(0.0, _num, "PID controller k_D"),
+    "accept_safety": _Opt(0.81, _positive, "accept a step when the factor >= this"),
+    **_LAMBDA_NOISE,
+    "max_steps": _Opt(1000, _int_at_least(1), "iteration budget; samples that do not "
+                                              "finish within it are NaN"),
+}
+
+
+@_register("dpm_adaptive", _ADAPTIVE, nfe=lambda o, T: o["order"] * o["max_steps"],
+           needs_key=_ancestral_needs_key,
+           doc="k-diffusion's sample_dpm_adaptive (PID step-size control, per sample)")
+def _run_dpm_adaptive(net, latents, key, o, init, traj):
+  lo, hi = net.sigma_range(o["sigma_min"], o["sigma_max"])
+  kw = {k: o[k] for k in ("order", "rtol", "atol", "h_init", "pcoeff", "icoeff",
+                          "dcoeff", "accept_safety", "eta", "S_noise", "max_steps")}
+  return samplers.dpm_adaptive_sampler(net, latents, key, sigma_min=lo, sigma_max=hi,
+                                       init=init, return_trajectory=traj, **kw)
+
+
 @_register("headstart",
            {"sigma_start": _Opt(0.5, _level_maybe_traced,
                                 "starting noise level σ_start (may be a traced JAX "
@@ -602,20 +747,26 @@ def _no_init(name, init):
 def _run_ddpm(net, latents, key, o, init, traj):
   _no_init("ddpm", init)
   eps_fn, betas = _eps_and_betas(net, o)
-  return ddpm.ddpm_sampler(eps_fn, latents, key, betas, variance=o["variance"],
+  variance = "posterior" if o["variance"] == "beta_tilde" else "beta"
+  return ddpm.ddpm_sampler(eps_fn, latents, key, betas, variance=variance,
                            clip_denoised=o["clip_denoised"], return_trajectory=traj)
 
 
 @_register("ddim",
            {"num_steps": _Opt(50, _int_at_least(1), "steps N of the subsequence"),
-            "eta": _Opt(0.0, _nonnegative, "η (0: deterministic DDIM)"), **_BETAS},
+            "eta": _Opt(0.0, _nonnegative, "η (0: deterministic DDIM)"),
+            "spacing": _Opt("linspace", _choice(*ddpm.DDIM_SPACINGS),
+                            "timestep spacing: linspace, leading (the DDIM paper's) "
+                            "or trailing (diffusers' three)"),
+            **_BETAS},
            nfe=lambda o, T: o["num_steps"], needs_key=lambda o: float(o["eta"]) > 0,
-           doc="DDIM (Song et al. 2021) on an evenly spaced step subsequence")
+           doc="DDIM (Song et al. 2021) on a step subsequence of diffusers' spacings")
 def _run_ddim(net, latents, key, o, init, traj):
   _no_init("ddim", init)
   eps_fn, betas = _eps_and_betas(net, o)
   return ddpm.ddim_sampler(eps_fn, latents, betas, num_steps=o["num_steps"],
-                           eta=o["eta"], key=key, return_trajectory=traj)
+                           eta=o["eta"], key=key, spacing=o["spacing"],
+                           return_trajectory=traj)
 
 
 SAMPLER_NAMES = tuple(_REGISTRY)

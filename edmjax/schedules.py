@@ -52,6 +52,7 @@ __all__ = [
     "iddpm_u_table", "iddpm_round_sigma", "iddpm_alpha_bar",
     "vp_sigma_steps", "ve_sigma_steps", "iddpm_sigma_steps", "edm_sigma_steps",
     "sigma_steps", "karras_sigmas", "append_zero",
+    "exponential_sigmas", "polyexponential_sigmas", "vp_sigmas",
     "DISCRETIZATIONS", "SCHEDULES", "SCALINGS",
 ]
 
@@ -280,6 +281,13 @@ def iddpm_u_table(C_1=0.001, C_2=0.008, M=1000) -> np.ndarray:
   """The M + 1 iDDPM noise levels u_0 > u_1 > ... > u_M = 0, float64 (read-only).
 
   u_M = 0 and u_{j−1} = sqrt((u_j² + 1) / max(ᾱ_{j−1}/ᾱ_j, C_1) − 1) (EDM Table 1).
+
+  Equal to NVlabs/edm's formula evaluated in float64 (to 2e-15 relative,
+  tests/reference). NVlabs itself evaluates ᾱ_j in float32 — in `iDDPMPrecond`
+  and in `ablation_sampler`, `j` is an int64 tensor and `0.5 π j / M / (C_2 + 1)`
+  promotes to torch's default float32 — so its table differs from this one by up to
+  about 5e-4 relative (largest at the high levels); this float64 table is the exact
+  one.
   """
   _checks.check_int_at_least("M", M, 1)
   return _iddpm_u_table(float(C_1), float(C_2), int(M))
@@ -431,3 +439,65 @@ def karras_sigmas(num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0):
     array([8.e+01, 2.e-03, 0.e+00])
   """
   return append_zero(edm_sigma_steps(num_steps, sigma_min, sigma_max, rho))
+
+
+# ---------------------------------------------------------------------------
+# k-diffusion's σ schedules (`get_sigmas_exponential`, `_polyexponential`, `_vp`),
+# each with the trailing zero: `num_steps + 1` values.
+
+
+def _ramp(xp, num_steps, start, stop, *xs):
+  """`num_steps` evenly spaced values from `start` to `stop` (inclusive)."""
+  dtype = np.float64 if xp is np else _dtype_of(*xs)
+  return xp.linspace(start, stop, num_steps, dtype=dtype)
+
+
+def exponential_sigmas(num_steps, sigma_min=0.002, sigma_max=80.0):
+  """Levels evenly spaced in log σ, from σ_max to σ_min, with σ_N = 0.
+
+  σ_i = exp(log σ_max + i/(N−1) (log σ_min − log σ_max)) (k-diffusion's
+  `get_sigmas_exponential`; the EDM levels in the limit ρ → ∞).
+
+  Example:
+    >>> exponential_sigmas(3, 0.01, 1.0)
+    array([1.  , 0.1 , 0.01, 0.  ])
+  """
+  _check_steps(num_steps, sigma_min, sigma_max)
+  xp = _arrays.xp_of(sigma_min, sigma_max)
+  lo, hi = xp.log(_asarray(xp, sigma_min)), xp.log(_asarray(xp, sigma_max))
+  frac = _ramp(xp, num_steps, 0.0, 1.0, sigma_min, sigma_max)
+  return append_zero(xp.exp(hi + frac * (lo - hi)))
+
+
+def polyexponential_sigmas(num_steps, sigma_min=0.002, sigma_max=80.0, rho=1.0):
+  """Levels polynomial in log σ, with σ_N = 0 (k-diffusion's `get_sigmas_polyexponential`).
+
+  .. math::
+    σ_i = \\exp\\big(r_i^ρ (\\log σ_{max} − \\log σ_{min}) + \\log σ_{min}\\big),
+    \\qquad r_i = 1 − i/(N − 1);
+
+  ρ = 1 is `exponential_sigmas`; ρ > 1 puts more levels near σ_min.
+  """
+  _check_steps(num_steps, sigma_min, sigma_max, rho)
+  xp = _arrays.xp_of(sigma_min, sigma_max, rho)
+  lo, hi = xp.log(_asarray(xp, sigma_min)), xp.log(_asarray(xp, sigma_max))
+  ramp = _ramp(xp, num_steps, 1.0, 0.0, sigma_min, sigma_max, rho)**rho
+  return append_zero(xp.exp(ramp * (hi - lo) + lo))
+
+
+def vp_sigmas(num_steps, beta_d=19.9, beta_min=0.1, eps_s=1e-3):
+  """The VP schedule at times evenly spaced from 1 to ε_s, with σ_N = 0.
+
+  σ_i = σ_VP(t_i), t_i = 1 + i/(N−1)(ε_s − 1) (k-diffusion's `get_sigmas_vp`; EDM
+  Table 1's VP time steps with the original β_d, β_min, so the levels span
+  σ_VP(1) ≈ 152 to σ_VP(ε_s) ≈ 0.0105 whatever range a model supports).
+  σ_VP is computed with expm1 (`vp_sigma`); k-diffusion's exp(·) − 1 loses about
+  four digits to cancellation at t = ε_s (it agrees to ~1e-12 relative there).
+  """
+  _checks.check_int_at_least("num_steps", num_steps, 2)
+  _checks.check_positive("beta_d", beta_d)
+  _checks.check_positive("eps_s", eps_s)
+  _checks.check_less("eps_s", eps_s, "1", 1.0)
+  xp = _arrays.xp_of(beta_d, beta_min, eps_s)
+  t = _ramp(xp, num_steps, 1.0, eps_s, beta_d, beta_min, eps_s)
+  return append_zero(vp_sigma(t, beta_d, beta_min))

@@ -53,6 +53,12 @@ def test_ddpm_and_ddim_names_run_the_eps_model():
       ddpm.ddim_sampler(eps, Z, betas, num_steps=7))
   _eq(sampling.sample(m, Z, KEY, "ddpm"), ddpm.ddpm_sampler(eps, Z, KEY, betas))
   assert sampling.SamplerSpec("ddpm").nfe(T=200) == 200
+  # The β̃ variance and the DDIM spacings reach the functions they name.
+  _eq(sampling.sample(m, Z, KEY, sampling.SamplerSpec("ddpm", variance="beta_tilde")),
+      ddpm.ddpm_sampler(eps, Z, KEY, betas, variance="posterior"))
+  _eq(sampling.sample(m, Z, KEY, sampling.SamplerSpec("ddim", num_steps=7,
+                                                      spacing="leading")),
+      ddpm.ddim_sampler(eps, Z, betas, num_steps=7, spacing="leading"))
 
 
 def test_nvlabs_rule_clips_the_range_to_the_model():

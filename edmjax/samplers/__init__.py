@@ -14,6 +14,11 @@ each sample noise from its own key only: with one key, sample b uses
   general deterministic Euler/Heun solver and the super-resolution "headstart" entry.
 * `euler_ancestral_sampler`, `dpmpp_2m_sampler`: k-diffusion's Euler-ancestral and
   DPM-Solver++(2M) (Lu et al. 2022).
+* The rest of k-diffusion's set, one file each: `dpm_2_sampler`,
+  `dpm_2_ancestral_sampler`, `lms_sampler`, `dpmpp_2s_ancestral_sampler`,
+  `dpmpp_sde_sampler`, `dpmpp_2m_sde_sampler`, `dpmpp_3m_sde_sampler`,
+  `dpm_fast_sampler`, `dpm_adaptive_sampler` (DPM-Solver's single steps in
+  `dpm_steps`).
 * `headstart`: start from an image u at σ_start (u + σ_start·n) and solve down
   (super-resolution's headstart, SDEdit).
 
@@ -25,7 +30,16 @@ Every sampler also takes `init=`: an image to start from, x_0 = init + σ_0·lat
 from edmjax.samplers._common import SOLVERS, Trajectory, initial_state
 from edmjax.samplers.ablation import ablation_sampler, default_sigma_range
 from edmjax.samplers.ancestral import ancestral_step, euler_ancestral_sampler
+from edmjax.samplers.dpm_2 import dpm_2_sampler
+from edmjax.samplers.dpm_2_ancestral import dpm_2_ancestral_sampler
+from edmjax.samplers.dpm_adaptive import AdaptiveInfo, dpm_adaptive_sampler
+from edmjax.samplers.dpm_fast import dpm_fast_orders, dpm_fast_sampler
 from edmjax.samplers.dpm_solver import dpmpp_2m_sampler
+from edmjax.samplers.dpmpp_2m_sde import SDE_SOLVER_TYPES, dpmpp_2m_sde_sampler
+from edmjax.samplers.dpmpp_2s_ancestral import dpmpp_2s_ancestral_sampler
+from edmjax.samplers.dpmpp_3m_sde import dpmpp_3m_sde_sampler
+from edmjax.samplers.dpmpp_sde import brownian_pair, dpmpp_sde_sampler
+from edmjax.samplers.lms import MAX_LMS_ORDER, lms_coefficients, lms_sampler
 from edmjax.samplers.edm import edm_sampler, solve_from
 from edmjax.samplers.from_image import headstart, headstart_nfe, headstart_sigmas
 
@@ -33,4 +47,8 @@ __all__ = [
     "SOLVERS", "Trajectory", "initial_state", "solve_from", "edm_sampler", "ablation_sampler",
     "default_sigma_range", "ancestral_step", "euler_ancestral_sampler",
     "dpmpp_2m_sampler", "headstart", "headstart_nfe", "headstart_sigmas",
+    "dpm_2_sampler", "dpm_2_ancestral_sampler", "lms_sampler", "lms_coefficients",
+    "MAX_LMS_ORDER", "dpmpp_2s_ancestral_sampler", "dpmpp_sde_sampler", "brownian_pair",
+    "dpmpp_2m_sde_sampler", "SDE_SOLVER_TYPES", "dpmpp_3m_sde_sampler",
+    "dpm_fast_sampler", "dpm_fast_orders", "dpm_adaptive_sampler", "AdaptiveInfo",
 ]

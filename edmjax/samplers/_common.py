@@ -137,6 +137,20 @@ per_sample_keys = keys_lib.per_sample_keys
 step_noise = keys_lib.step_noise
 
 
+def noise_keys(eta, S_noise, key, batch: int, who: str):
+  """Per-sample keys of an ancestral or SDE sampler; None when η or S_noise is
+  statically 0 (no noise is ever added).
+
+  Raises:
+    ValueError: η < 0, or noise without a key (naming `who`).
+  """
+  _checks.check_nonnegative("eta", eta)
+  if noise_is_static_zero(eta, S_noise):
+    return None
+  check_key_given(key, f"{who} (eta > 0)")
+  return per_sample_keys(key, batch)
+
+
 def initial_state(latents, sigma0, init=None):
   """x_0 = σ_0 · latents, or init + σ_0 · latents when starting from an image
   (SDEdit / headstart); σ_0 a scalar in the latents' dtype."""
@@ -168,6 +182,51 @@ def churn_gamma(S_churn, num_steps: int, dtype):
   """γ = min(S_churn/N, √2 − 1), the churn inside the window (Algorithm 2)."""
   return jnp.minimum(jnp.asarray(S_churn, dtype) / num_steps,
                      jnp.asarray(math.sqrt(2.0) - 1.0, dtype))
+
+
+class Churn(NamedTuple):
+  """The noise of Algorithm 2 (`churn_settings`), in the latents' dtype."""
+  keys: Array     # (B,) per-sample keys
+  gamma: Array    # min(S_churn/N, √2 − 1)
+  S_min: Array
+  S_max: Array
+  S_noise: Array
+
+
+def churn_settings(S_churn, S_min, S_max, S_noise, key, batch: int, num_steps: int,
+                   dtype) -> Churn | None:
+  """Algorithm 2's churn for N = `num_steps` steps; None when S_churn is statically 0.
+
+  Raises:
+    ValueError: S_churn < 0, or noise without a key.
+  """
+  keys = churn_keys(S_churn, key, batch)
+  if keys is None:
+    return None
+  S_min, S_max, S_noise = (jnp.asarray(v, dtype) for v in (S_min, S_max, S_noise))
+  return Churn(keys, churn_gamma(S_churn, num_steps, dtype), S_min, S_max, S_noise)
+
+
+def apply_churn(churn: Churn | None, x, sigma, i, round_sigma=None):
+  """(σ̂_i, x̂_i) of Algorithm 2, lines 4–7, for step i at level σ_i.
+
+  γ_i = γ if S_min <= σ_i <= S_max else 0, σ̂_i = round(σ_i + γ_i σ_i) and
+  x̂_i = x_i + sqrt(σ̂_i² − σ_i²) S_noise ε_i with ε_i `step_noise(keys, i, x)`;
+  outside the window (or with `churn` None) exactly (σ_i, x_i), selected, not
+  recomputed.
+  """
+  if churn is None:
+    return sigma, x
+  in_window = (churn.S_min <= sigma) & (sigma <= churn.S_max)
+  gamma = jnp.where(in_window, churn.gamma, 0)
+  raised = sigma + gamma * sigma
+  if round_sigma is not None:
+    raised = jnp.asarray(round_sigma(raised), x.dtype)
+  churning = gamma > 0
+  sigma_hat = jnp.where(churning, raised, sigma)
+  x_raised = x + (safe_sqrt(sigma_hat**2 - sigma**2) * churn.S_noise
+                  * step_noise(churn.keys, i, x))
+  return sigma_hat, jnp.where(churning, x_raised, x)
 
 
 # ----------------------------------------------------------------------------- output

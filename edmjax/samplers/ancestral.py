@@ -10,7 +10,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from edmjax import _checks
 from edmjax.samplers import _common
 
 __all__ = ["ancestral_step", "euler_ancestral_sampler"]
@@ -78,11 +77,8 @@ def euler_ancestral_sampler(denoise, latents, key=None, *, num_steps=18, sigma_m
   latents = _common.float_latents(latents)
   dtype = latents.dtype
   table = _common.sigma_table(dtype, sigmas, num_steps, sigma_min, sigma_max, rho)
-  _checks.check_nonnegative("eta", eta)
-  noisy = not _common.noise_is_static_zero(eta, S_noise)
-  if noisy:
-    _common.check_key_given(key, "euler_ancestral_sampler (eta > 0)")
-    keys = _common.per_sample_keys(key, latents.shape[0])
+  keys = _common.noise_keys(eta, S_noise, key, latents.shape[0], "euler_ancestral_sampler")
+  noisy = keys is not None
   num = table.shape[0] - 1
   sigma_down, sigma_up = ancestral_step(table[:-1], table[1:], eta)
   table, sigma_down, sigma_up = (

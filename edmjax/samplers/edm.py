@@ -27,36 +27,18 @@ from edmjax.samplers import _common
 __all__ = ["solve_from", "edm_sampler"]
 
 
-def _algorithm2(denoise, x, sigmas, *, solver, keys, S_churn, S_min, S_max, S_noise,
-                round_sigma, return_trajectory):
+def _algorithm2(denoise, x, sigmas, *, solver, churn, round_sigma, return_trajectory):
   """Algorithm 2 (Heun or Euler) over `sigmas` (N + 1 levels in x's dtype, σ_N = 0).
 
-  `keys` is None when no noise is ever added (S_churn statically 0); churn is then
-  skipped at trace time. Steps 0..N−2 run in one `lax.scan`, step N−1 (to σ_N = 0)
-  is a static Euler step.
+  `churn` (`_common.churn_settings`) is None when no noise is ever added (S_churn
+  statically 0); churn is then skipped at trace time. Steps 0..N−2 run in one
+  `lax.scan`, step N−1 (to σ_N = 0) is a static Euler step.
   """
   num_steps = sigmas.shape[0] - 1
-  dtype = x.dtype
-  churn = keys is not None
-  if churn:
-    S_min, S_max, S_noise = (jnp.asarray(v, dtype) for v in (S_min, S_max, S_noise))
-    gamma_churn = _common.churn_gamma(S_churn, num_steps, dtype)
 
   def step(x_cur, t_cur, t_next, i, second_order):
     # Increase noise temporarily (Algorithm 2, lines 4–7).
-    if churn:
-      in_window = (S_min <= t_cur) & (t_cur <= S_max)
-      gamma = jnp.where(in_window, gamma_churn, 0)
-      t_raised = t_cur + gamma * t_cur
-      if round_sigma is not None:
-        t_raised = jnp.asarray(round_sigma(t_raised), dtype)
-      churning = gamma > 0
-      t_hat = jnp.where(churning, t_raised, t_cur)
-      x_raised = x_cur + (_common.safe_sqrt(t_hat**2 - t_cur**2) * S_noise
-                          * _common.step_noise(keys, i, x_cur))
-      x_hat = jnp.where(churning, x_raised, x_cur)  # exactly x_i outside the window
-    else:
-      t_hat, x_hat = t_cur, x_cur
+    t_hat, x_hat = _common.apply_churn(churn, x_cur, t_cur, i, round_sigma)
     # Euler step (lines 8–9).
     denoised = _common.call_denoiser(denoise, x_hat, t_hat)
     d_cur = (x_hat - denoised) / t_hat
@@ -148,11 +130,11 @@ def solve_from(denoise, x, sigmas, *, solver="heun", key=None, S_churn=0.0, S_mi
   _common.check_solver(solver)
   x = _common.float_latents(x)
   _common.check_sigma_table("sigmas", sigmas, 1)
-  keys = _common.churn_keys(S_churn, key, x.shape[0])
   sigmas = jnp.asarray(sigmas, x.dtype)
-  return _algorithm2(denoise, x, sigmas, solver=solver, keys=keys, S_churn=S_churn,
-                     S_min=S_min, S_max=S_max, S_noise=S_noise, round_sigma=round_sigma,
-                     return_trajectory=return_trajectory)
+  churn = _common.churn_settings(S_churn, S_min, S_max, S_noise, key, x.shape[0],
+                                 sigmas.shape[0] - 1, x.dtype)
+  return _algorithm2(denoise, x, sigmas, solver=solver, churn=churn,
+                     round_sigma=round_sigma, return_trajectory=return_trajectory)
 
 
 def edm_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
@@ -219,8 +201,8 @@ def edm_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
     steps = round_sigma(steps)
     _common.check_rounded_levels(steps, sigma_min)
   sigmas = jnp.asarray(schedules.append_zero(steps), dtype)  # t_N = 0
-  keys = _common.churn_keys(S_churn, key, latents.shape[0])
+  churn = _common.churn_settings(S_churn, S_min, S_max, S_noise, key, latents.shape[0],
+                                 num_steps, dtype)
   x = _common.initial_state(latents, sigmas[0], init)
-  return _algorithm2(denoise, x, sigmas, solver="heun", keys=keys,
-                     S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
+  return _algorithm2(denoise, x, sigmas, solver="heun", churn=churn,
                      round_sigma=round_sigma, return_trajectory=return_trajectory)
