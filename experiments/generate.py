@@ -10,7 +10,9 @@ NVlabs' options keep their names and meaning: --steps --sigma_min --sigma_max --
 --solver --disc --schedule --scaling switches to its ablation_sampler, as NVlabs'
 generate.py does; the noise range is clipped to the network's and the steps are
 rounded to its levels (edmjax.sampling.sample). --sampler NAME (--opt NAME=VALUE)
-runs any other edmjax sampler (--list-samplers).
+runs any other edmjax sampler (--list-samplers). --guidance W guides the network by
+--guide-network PKL (autoguidance) or by itself without labels (classifier-free),
+optionally only for σ in --guidance-interval LO,HI (edmjax.guidance).
 
 Seeds. NVlabs draws each seed's latents from a torch generator seeded with the seed;
 that stream cannot be reproduced in JAX. edmjax's rule (edmjax.keys): seed s gives
@@ -29,6 +31,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guidance_args  # noqa: E402  pylint: disable=wrong-import-position
 import sample  # noqa: E402  pylint: disable=wrong-import-position  (--seeds, --list-samplers)
 
 EXAMPLES = """
@@ -52,6 +55,10 @@ Examples:
   # NVlabs' own latents (an .npz with 'latents' NHWC, optional 'seeds', 'labels')
   python experiments/generate.py --network edm-afhqv2-64x64-uncond-vp.pkl \\
       --outdir out/afhq --latents nvlabs_latents.npz
+  # autoguidance by a smaller network for σ in (0.28, 5.42] (NVlabs/edm2's --gnet);
+  # without --guide-network, classifier-free guidance (the network without labels)
+  python experiments/generate.py --network main.pkl --outdir out/guided \
+      --guidance 2 --guide-network small.pkl --guidance-interval 0.28,5.42
   # what would run
   python experiments/generate.py --network net.pkl --outdir out/x --dry-run
 """
@@ -138,6 +145,15 @@ def build_parser():
   e.add_argument("--no-progress", action="store_true", help="no progress bar")
   e.add_argument("--dry-run", action="store_true",
                  help="load the network, print what would run and exit")
+  g = p.add_argument_group("guidance: D_w = D_guide + W (D_main - D_guide)")
+  g.add_argument("--guidance", type=float, default=1.0, metavar="W",
+                 help="guidance weight (1: none)")
+  g.add_argument("--guide-network", default=None, metavar="PKL",
+                 help="the guide (autoguidance: a smaller or shorter-trained network, "
+                      "NVlabs/edm2's --gnet); default: classifier-free guidance with the "
+                      "network itself without labels")
+  g.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                 help="guide only for sigma in (LO, HI] (Kynkäänniemi et al. 2024)")
   return p
 
 
@@ -186,8 +202,10 @@ def main(argv=None):
   if args.network.startswith(("http://", "https://")):
     p.error(f"--network {args.network!r} is a URL; edmjax does not download. Fetch it "
             f"first (e.g. curl -O {args.network}) and pass the local file")
-  if not os.path.isfile(args.network):
-    p.error(f"--network {args.network!r} does not exist")
+  for option, path in (("--network", args.network), ("--guide-network", args.guide_network)):
+    if path is not None and not os.path.isfile(path):
+      p.error(f"{option} {path!r} does not exist")
+  guided = guidance_args.check_weight_and_interval(args, p.error, "guide_network")
   latents_file = None
   if args.latents:
     if not os.path.isfile(args.latents):
@@ -201,13 +219,29 @@ def main(argv=None):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from edmjax import pretrained  # pylint: disable=g-import-not-at-top
-  from edmjax.train import generate  # pylint: disable=g-import-not-at-top
+  from edmjax.train import generate, models  # pylint: disable=g-import-not-at-top
 
   try:
     net = pretrained.load_network(args.network)
   except (ValueError, FileNotFoundError) as e:
     p.error(f"--network: {e}")
   shape = (net.img_resolution, net.img_resolution, net.img_channels)
+  gnet = None
+  if args.guide_network is not None:
+    try:
+      gnet = pretrained.load_network(args.guide_network)
+    except (ValueError, FileNotFoundError) as e:
+      p.error(f"--guide-network: {e}")
+    gshape = (gnet.img_resolution, gnet.img_resolution, gnet.img_channels)
+    if gshape != shape:
+      p.error(f"--guide-network makes {gshape} images, --network {shape}")
+    if gnet.label_dim not in (0, net.label_dim):
+      p.error(f"--guide-network has label_dim {gnet.label_dim}, --network "
+              f"{net.label_dim}")
+  elif guided and not net.label_dim:
+    p.error(f"--guidance {args.guidance:g} without --guide-network is classifier-free "
+            "guidance, which needs a class-conditional network; this one is "
+            "unconditional (give a guide with --guide-network)")
   if latents_file is not None:
     latents, seeds, labels = latents_file
     if latents.shape[1:] != shape:
@@ -238,11 +272,24 @@ def main(argv=None):
   print(f"{len(seeds)} images with {spec!r} ({spec.nfe()} NFE), batch "
         f"{args.max_batch_size} over {mesh.devices.size} {jax.default_backend()} device(s), "
         f"{args.dtype} -> {image_path(args.outdir, int(seeds[0]), args.subdirs)} ...")
+  if guided:
+    print(f"guidance w={args.guidance:g} by " + (
+        f"{args.guide_network} ({gnet.class_name} over {gnet.arch})" if gnet else
+        "the network without labels (classifier-free)") + (
+        "" if args.interval is None else
+        f" for sigma in ({args.interval[0]:g}, {args.interval[1]:g}]"))
   if args.dry_run:
     return 0
 
   dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
   model_fn = net.make_model if dtype is None else _WithDtype(net, dtype)
+  variables = net.variables
+  if guided:
+    guide_fn = None if gnet is None else (
+        gnet.make_model if dtype is None else _WithDtype(gnet, dtype))
+    model_fn = models.GuidedModelFn(model_fn, guide_fn, args.interval)
+    variables = {"main": net.variables, "guide": {} if gnet is None else gnet.variables,
+                 "guidance": np.float32(args.guidance)}
   chunk = args.max_batch_size * max(1, 16 // max(1, -(-args.max_batch_size // 64)))
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=len(seeds), unit="img", file=sys.stderr, dynamic_ncols=True,
@@ -254,12 +301,12 @@ def main(argv=None):
       if latents is None:
         images = generate.generate(model_fn, seeds[part], spec, image_shape=shape,
                                    batch_size=args.max_batch_size,
-                                   class_labels=part_labels, variables=net.variables,
+                                   class_labels=part_labels, variables=variables,
                                    mesh=mesh)
       else:
         images = generate.generate(model_fn, seeds[part], spec, image_shape=shape,
                                    batch_size=args.max_batch_size,
-                                   class_labels=part_labels, variables=net.variables,
+                                   class_labels=part_labels, variables=variables,
                                    mesh=mesh, latents=latents[part])
       for seed, image in zip(seeds[part], to_uint8(images)):
         save_png(image_path(args.outdir, int(seed), args.subdirs), image)

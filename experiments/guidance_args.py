@@ -45,8 +45,10 @@ def parse_ema(text):
     return text
 
 
-def check(args, error) -> None:
-  """Validates the options (before anything slow); `error(message)` exits (status 2)."""
+def check_weight_and_interval(args, error, guide_option: str) -> bool:
+  """Checks --guidance and --guidance-interval, sets `args.interval` ((lo, hi) or None)
+  and returns whether guidance is asked for (W != 1 or a guide given by
+  `guide_option`, the `args` attribute naming the guide)."""
   if not math.isfinite(args.guidance):
     error(f"--guidance {args.guidance} is not allowed; it must be a finite number.")
   args.interval = None
@@ -59,10 +61,18 @@ def check(args, error) -> None:
       error(f"--guidance-interval {args.guidance_interval!r} is not allowed; it needs "
             "0 <= LO < HI.")
     args.interval = (lo, hi)
-  guided = args.guidance != 1.0 or args.guide_workdir is not None
-  if not guided and (args.guide_ema is not None or args.interval is not None):
-    error("--guide-ema / --guidance-interval need guidance: pass --guidance W (W != 1) "
-          "or --guide-workdir DIR.")
+  guided = args.guidance != 1.0 or getattr(args, guide_option) is not None
+  if not guided and args.interval is not None:
+    error(f"--guidance-interval needs guidance: pass --guidance W (W != 1) or "
+          f"--{guide_option.replace('_', '-')}.")
+  return guided
+
+
+def check(args, error) -> None:
+  """Validates the options (before anything slow); `error(message)` exits (status 2)."""
+  guided = check_weight_and_interval(args, error, "guide_workdir")
+  if not guided and args.guide_ema is not None:
+    error("--guide-ema needs guidance: pass --guidance W (W != 1) or --guide-workdir DIR.")
   if args.guide_ema is not None and args.guide_workdir is None:
     error("--guide-ema needs --guide-workdir (classifier-free guidance uses the main "
           "network's own weights).")

@@ -8,6 +8,7 @@ without torch. Full-size networks are traced abstractly (`jax.eval_shape`).
 import functools
 import json
 import os
+import subprocess
 
 import chex
 import jax
@@ -282,3 +283,25 @@ def test_fully_convolutional_on_larger_inputs(tiny):
   big = jnp.tile(x, (1, 2, 2, 1))
   out = jax.eval_shape(functools.partial(net.apply, variables), big, c, labels)
   chex.assert_shape(out, big.shape)
+
+
+# ----------------------------------------------------------------------------- NVlabs' code
+
+_TORCH_PYTHON = os.environ.get("EDMJAX_TORCH_PYTHON")
+_NVLABS_EDM2 = os.environ.get("EDMJAX_NVLABS_EDM2")
+
+
+@pytest.mark.skipif(not (_TORCH_PYTHON and _NVLABS_EDM2),
+                    reason="needs EDMJAX_TORCH_PYTHON (a Python with torch) and "
+                    "EDMJAX_NVLABS_EDM2 (an NVlabs/edm2 checkout) to run NVlabs' own code")
+def test_fixture_is_what_nvlabs_code_computes(ref, tmp_path):
+  """Rerunning the fixture script with NVlabs/edm2's code reproduces the committed
+  fixture bit for bit, so the comparisons above are against NVlabs' live forward
+  pass, loss, schedule and phema, not against a stale file."""
+  script = os.path.join(os.path.dirname(FIXTURE), "make_edm2_fixture.py")
+  subprocess.run([_TORCH_PYTHON, script, "--edm2", _NVLABS_EDM2, "--out",
+                  str(tmp_path / "again.npz")], check=True, capture_output=True)
+  again = np.load(tmp_path / "again.npz")
+  assert sorted(again.files) == sorted(ref.files)
+  for k in ref.files:
+    np.testing.assert_array_equal(again[k], ref[k], err_msg=k)

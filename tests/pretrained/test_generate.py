@@ -86,6 +86,10 @@ def test_nvlabs_options_select_the_sampler():
     (["--seeds", "5-3"], "names no seed"),
     (["--class", "10"], "--class 10 is not allowed; the network has 10 classes"),
     (["--network", "https://example.org/net.pkl"], "edmjax does not download"),
+    (["--guidance-interval", "0.3,5"], "--guidance-interval needs guidance"),
+    (["--guidance", "2", "--guidance-interval", "5,1"], "it needs 0 <= LO < HI"),
+    (["--guidance", "inf"], "--guidance inf is not allowed"),
+    (["--guide-network", "missing.pkl"], "--guide-network 'missing.pkl' does not exist"),
 ])
 def test_bad_options_exit_2_naming_them(network, tmp_path, capsys, argv, message):
   base = ["--network", str(network), "--outdir", str(tmp_path), "--dry-run"]
@@ -111,3 +115,21 @@ def test_help_and_dry_run(network, tmp_path, capsys):
   assert "EDMPrecond over SongUNet" in out and "64 images" in out and "35 NFE" in out
   assert not (tmp_path / "x").exists()
   assert not (network.parent / "executed.flag").exists()  # the embedded source never ran
+
+
+def test_guidance_options(network, tmp_path):
+  """A guide equal to the network gives D + w (D − D) = D whatever w (--guidance 1
+  is tested with sample.py in tests/train/test_edm2_train.py); classifier-free
+  guidance changes the images."""
+  common = ["--network", str(network), "--seeds", "0-3", "--batch", "4", "--sampler",
+            "euler", "--steps", "2", "--no-progress", "--cpu-devices", "0"]
+
+  def run(name, *extra):
+    assert generate.main(common + ["--outdir", str(tmp_path / name)] + list(extra)) == 0
+    return _pngs(tmp_path / name, range(4))
+
+  plain = run("plain")
+  np.testing.assert_array_equal(
+      run("self", "--guidance", "3", "--guide-network", str(network)), plain)
+  cfg = run("cfg", "--guidance", "3", "--guidance-interval", "0.1,100")
+  assert np.abs(cfg.astype(int) - plain).max() > 10
