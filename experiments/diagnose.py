@@ -29,6 +29,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
+import sample  # noqa: E402  pylint: disable=wrong-import-position  (check_writable)
 
 EXAMPLES = """
 Examples:
@@ -51,6 +53,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter,
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("workdir", metavar="WORKDIR", help="training work directory")
   p.add_argument("--out", default=None, metavar="DIR",
                  help="output folder (None: WORKDIR/diagnostics)")
@@ -86,8 +89,33 @@ def _checkpoint_steps(workdir):
   return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
 
+def check_options(args) -> None:
+  """Every numeric option, before the run is read (also with --dry-run).
+
+  Raises:
+    cli.UsageError: naming the option, its value and what is allowed.
+  """
+  import math  # pylint: disable=g-import-not-at-top
+  for name in ("sigma_min", "sigma_max"):
+    value = getattr(args, name)
+    if not (math.isfinite(value) and value > 0):
+      raise cli.UsageError(f"--{name.replace('_', '-')}={value} is not allowed; it must be "
+                           "a finite number > 0.")
+  if not args.sigma_min < args.sigma_max:
+    raise cli.UsageError(f"--sigma-min={args.sigma_min} must be smaller than --sigma-max="
+                         f"{args.sigma_max} (the σ grid runs from the one to the other).")
+  for name, low in (("num_samples", 1), ("num_sigmas", 2), ("num_timesteps", 1),
+                    ("num_images", 1), ("seed", 0)):
+    value = getattr(args, name)
+    if value < low:
+      raise cli.UsageError(f"--{name.replace('_', '-')}={value} is not allowed; it must "
+                           f"be >= {low}.")
+
+
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
+  check_options(args)
   from edmjax.train import config as cfg_lib  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(args.workdir, "config.json")
   if not os.path.exists(config_path):
@@ -133,6 +161,7 @@ def main(argv=None):
   print(f"outputs   {out}/: {', '.join(outputs)}")
   if args.dry_run:
     return 0
+  sample.check_writable(out, "--out")
 
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top

@@ -36,6 +36,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
 
 EXAMPLES = """
 Examples:
@@ -60,6 +61,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter,
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("--budget-minutes", type=float, default=8.0, metavar="MIN",
                  help="training budget per model, in CPU-minutes of this process")
   p.add_argument("--points", type=int, default=3, metavar="K",
@@ -186,13 +188,24 @@ def _score(images, classifier):
   return {k: m[k] for k in ("fd_digits", "confidence", "class_coverage", "digits_score")}
 
 
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   models_to_run = [m.strip() for m in args.models.split(",") if m.strip()]
-  for m in models_to_run:
+  for m in models_to_run or [args.models]:
     if m not in MODELS:
-      print(f"error: unknown model {m!r}; choose from {sorted(MODELS)}", file=sys.stderr)
-      return 2
+      raise cli.UsageError(f"--models={args.models!r}: {m!r} is not a model; choose from "
+                           f"{', '.join(sorted(MODELS))}.")
+  import math  # pylint: disable=g-import-not-at-top
+  if not (math.isfinite(args.budget_minutes) and args.budget_minutes > 0):
+    raise cli.UsageError(f"--budget-minutes={args.budget_minutes} is not allowed; it must "
+                         "be a finite number > 0.")
+  for option, value, low in (("--points", args.points, 1), ("--num-images", args.num_images, 2),
+                             ("--sigma-points", args.sigma_points, 0), ("--seed", args.seed, 0)):
+    if value < low:
+      raise cli.UsageError(f"{option}={value} is not allowed; it must be >= {low}.")
+  for m in models_to_run:  # every --set, before any training
+    _config(m, args.overrides)
   budget_s = args.budget_minutes * 60.0
   targets = _targets(budget_s, args.points)
   plan = {m: [s.label + f" ({s.nfe()} NFE)" for s in _samplers(m)] for m in models_to_run}
@@ -208,7 +221,6 @@ def main(argv=None):
     return 0
 
   # One JAX CPU device per core (as train.py): training and sampling shard the batch.
-  import math  # pylint: disable=g-import-not-at-top
   from edmjax.train import parallel  # pylint: disable=g-import-not-at-top
   batch = math.gcd(*[_config(m, args.overrides).batch_size for m in models_to_run],
                    args.num_images)

@@ -36,6 +36,8 @@ import time
 import guidance_args
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
+import sample  # noqa: E402  pylint: disable=wrong-import-position  (check_writable)
 
 EXAMPLES = """
 Examples:
@@ -63,6 +65,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter,
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   sub = p.add_subparsers(dest="command", required=True, metavar="{ref,fd}")
 
   def common(q):
@@ -235,6 +238,10 @@ def _reference(args, net):
   return ref
 
 
+def _usage_error(message):
+  raise cli.UsageError(message)
+
+
 def cmd_fd(args):
   if (args.checkpoint is None) == (args.images is None):
     print("error: give exactly one of --checkpoint WORKDIR or --images DIR.", file=sys.stderr)
@@ -243,18 +250,21 @@ def cmd_fd(args):
     print("error: --ref FILE.npz is required with inception features (make one with the "
           "'ref' command).", file=sys.stderr)
     return 2
+  if args.batch < 1:
+    raise cli.UsageError(f"--batch={args.batch} is not allowed; it must be >= 1.")
+  if args.ref is not None and not os.path.isfile(args.ref):
+    raise cli.UsageError(f"--ref={args.ref!r} does not exist or is not a file.")
   spec = None
   if args.checkpoint:
-    try:
-      spec = sampler_spec(args)
-    except ValueError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-
-    def error(message):
-      print(f"error: {message}", file=sys.stderr)
-      raise SystemExit(2)
-    guidance_args.check(args, error)
+    if args.num_images < 2:
+      raise cli.UsageError(f"--num-images={args.num_images} is not allowed; a Fréchet "
+                           "distance needs the covariance of >= 2 images (use thousands: "
+                           "FID is biased at small counts).")
+    if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
+      raise cli.UsageError(f"--checkpoint={args.checkpoint!r} has no config.json; pass a "
+                           "work directory of experiments/train.py.")
+    spec = sampler_spec(args)
+    guidance_args.check(args, _usage_error)
     if args.cpu_devices != 0:
       from edmjax.train import parallel  # pylint: disable=g-import-not-at-top
       parallel.split_cpu_into_devices(args.batch, max_devices=args.cpu_devices)
@@ -269,6 +279,11 @@ def cmd_fd(args):
   ref = _reference(args, net)  # before anything slow
   if ref is None:
     return 2
+  for option in ("save_images", "json"):
+    path = getattr(args, option)
+    if path:  # before sampling: a folder that cannot be written fails now, not after
+      sample.check_writable(os.path.dirname(os.path.abspath(path)),
+                            "--" + option.replace("_", "-"))
   t0 = time.time()
   if args.checkpoint:
     try:
@@ -302,6 +317,7 @@ def cmd_fd(args):
   return 0
 
 
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   return cmd_ref(args) if args.command == "ref" else cmd_fd(args)

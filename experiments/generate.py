@@ -33,6 +33,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guidance_args  # noqa: E402  pylint: disable=wrong-import-position
 import sample  # noqa: E402  pylint: disable=wrong-import-position  (--seeds, --list-samplers)
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
 
 EXAMPLES = """
 Examples:
@@ -102,6 +103,7 @@ def save_png(path: str, image) -> None:
 def build_parser():
   from edmjax import sampling  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("--network", metavar="PKL", help="NVlabs/edm network pickle (a local file)")
   p.add_argument("--outdir", metavar="DIR", help="where to save the PNGs")
   p.add_argument("--seeds", default="0-63", metavar="LIST", help="e.g. 0-63 or 0-3,10")
@@ -180,6 +182,7 @@ def sampler_spec(args):
   return spec.replace(**opts) if opts else spec
 
 
+@cli.entry_point
 def main(argv=None):
   p = build_parser()
   args = p.parse_args(argv)
@@ -189,16 +192,12 @@ def main(argv=None):
   if not args.network or not args.outdir:
     p.error("--network and --outdir are required")
   if args.max_batch_size < 1:
-    p.error(f"--batch {args.max_batch_size} must be >= 1")
+    p.error(f"--batch={args.max_batch_size} is not allowed; it must be >= 1")
   try:
     spec = sampler_spec(args)
     seeds = None if args.latents else sample.parse_seeds(args.seeds)
   except ValueError as e:
     p.error(str(e))
-  if seeds is not None and not seeds:
-    p.error(f"--seeds {args.seeds!r} names no seed")
-  if seeds is not None and (min(seeds) < 0 or max(seeds) > 2**32 - 1):
-    p.error(f"--seeds must lie in [0, 2**32 - 1]; got {min(seeds)} to {max(seeds)}")
   if args.network.startswith(("http://", "https://")):
     p.error(f"--network {args.network!r} is a URL; edmjax does not download. Fetch it "
             f"first (e.g. curl -O {args.network}) and pass the local file")
@@ -206,6 +205,7 @@ def main(argv=None):
     if path is not None and not os.path.isfile(path):
       p.error(f"{option} {path!r} does not exist")
   guided = guidance_args.check_weight_and_interval(args, p.error, "guide_network")
+  sample.check_writable(args.outdir, "--outdir")
   latents_file = None
   if args.latents:
     if not os.path.isfile(args.latents):

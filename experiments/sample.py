@@ -16,6 +16,8 @@ import sys
 
 import guidance_args
 
+from edmjax import cli
+
 EXAMPLES = """
 Examples:
   python experiments/sample.py --workdir out/digits_edm --seeds 0-63
@@ -38,16 +40,53 @@ class _Formatter(argparse.RawDescriptionHelpFormatter,
   pass
 
 
-def parse_seeds(text: str) -> list[int]:
-  """'0-63' or '1,5,9' or '0-3,10' -> a list of ints."""
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+  """'0-63' or '1,5,9' or '0-3,10' -> a list of ints in [0, 2**32 - 1].
+
+  Raises:
+    cli.UsageError: naming `option`, the value and what is allowed (a part that is
+      not a number, an empty range LO-HI with LO > HI, a seed out of range, no seed).
+  """
+  def number(part):
+    try:
+      value = int(part)
+    except ValueError:
+      raise cli.UsageError(f"{option}={text!r}: {part.strip()!r} is not a seed; write seeds "
+                           "as non-negative integers, ranges LO-HI or a comma-separated "
+                           "list (e.g. 0-63 or 1,5,9).") from None
+    if not 0 <= value < 2**32:
+      raise cli.UsageError(f"{option}={text!r}: seed {value} is not allowed; seeds lie in "
+                           "[0, 2**32 - 1].")
+    return value
+
   out = []
   for part in text.split(","):
-    if "-" in part:
-      a, b = part.split("-")
-      out.extend(range(int(a), int(b) + 1))
+    if "-" in part.strip()[1:]:
+      lo, hi = part.split("-", 1) if not part.strip().startswith("-") else ("", part)
+      a, b = number(lo), number(hi)
+      if a > b:
+        raise cli.UsageError(f"{option}={text!r}: the range {a}-{b} is empty; write "
+                             "LO-HI with LO <= HI.")
+      out.extend(range(a, b + 1))
     elif part.strip():
-      out.append(int(part))
+      out.append(number(part))
+  if not out:
+    raise cli.UsageError(f"{option}={text!r} names no seed.")
   return out
+
+
+def check_writable(folder: str, option: str) -> None:
+  """Creates `folder` and checks a file can be written there, before any slow work.
+
+  Raises:
+    cli.UsageError: naming `option` and the folder.
+  """
+  from edmjax.train import runner  # pylint: disable=g-import-not-at-top
+  try:
+    runner.check_writable(folder)
+  except OSError as e:
+    raise cli.UsageError(f"{option}: cannot write into {folder!r} ({e.strerror or e}); "
+                         "choose a folder you can write to.") from None
 
 
 def print_samplers() -> None:
@@ -59,9 +98,11 @@ def print_samplers() -> None:
     print(f"{name:16s} {opts}")
 
 
+@cli.entry_point
 def main(argv=None):
   from edmjax import sampling  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("--workdir", metavar="DIR", help="training work directory")
   p.add_argument("--seeds", default="0-63", metavar="RANGE", help="e.g. 0-63 or 1,5,9")
   p.add_argument("--sampler", default="edm", choices=sampling.SAMPLER_NAMES)
@@ -89,20 +130,22 @@ def main(argv=None):
     p.error("--workdir is required")
   try:
     spec = sampling.SamplerSpec.parse(args.sampler, args.opt)
-    seeds = parse_seeds(args.seeds)
   except ValueError as e:
     p.error(str(e))
+  seeds = parse_seeds(args.seeds)
   if spec.name == "headstart":
     p.error("--sampler headstart starts from an image (experiments/upscale.py); choose a "
             "sampler that starts from noise")
-  if not seeds:
-    p.error(f"--seeds {args.seeds!r} names no seed")
   if args.batch < 1:
-    p.error(f"--batch {args.batch} must be >= 1")
+    p.error(f"--batch={args.batch} is not allowed; it must be >= 1")
   guidance_args.check(args, p.error)
   if not os.path.exists(os.path.join(args.workdir, "config.json")):
     p.error(f"--workdir {args.workdir!r} has no config.json; pass a work directory of "
             "experiments/train.py")
+  out = args.out or os.path.join(args.workdir, "generated", args.sampler)
+  if os.path.splitext(out)[1].lower() in (".png", ".npz"):
+    out = os.path.splitext(out)[0]  # --out x.png writes x.png and x.npz
+  check_writable(os.path.dirname(os.path.abspath(out)), "--out")
 
   from edmjax.train import parallel  # pylint: disable=g-import-not-at-top
   if args.cpu_devices != 0:
@@ -134,8 +177,6 @@ def main(argv=None):
                              batch_size=args.batch, class_labels=labels,
                              variables=variables, mesh=mesh,
                              progress=not args.no_progress)
-  out = args.out or os.path.join(args.workdir, "generated", args.sampler)
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   np.savez(out + ".npz", images=images, seeds=np.asarray(seeds),
            labels=np.zeros(0, np.int32) if labels is None else labels)
   monitor.save_grid(out + ".png", np.clip(images, -1, 1))

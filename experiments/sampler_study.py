@@ -58,6 +58,8 @@ import time
 
 import numpy as np
 
+from edmjax import cli
+
 # Configuration: (label, solver, discretization, schedule, scaling).
 CONFIGS = (
     ("Euler, VP", "euler", "vp", "vp", "vp"),
@@ -115,6 +117,7 @@ def parse_args(argv=None):
       description=__doc__.split("\n\n")[0],
       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
       formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=88))
+  cli.add_debug_option(p)
   p.add_argument("--out", default="out/sampler_study", metavar="DIR",
                  help="output folder (default: %(default)s)")
   p.add_argument("--num-latents", type=int, default=128, metavar="N",
@@ -244,6 +247,7 @@ def frechet_to_exact(samples, mean, cov):
                                         mean, cov))
 
 
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   names = [n.strip() for n in args.datasets.split(",") if n.strip()]

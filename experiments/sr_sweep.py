@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -50,6 +51,7 @@ def parse_args(argv=None):
       description=__doc__.split("\n\n")[0],
       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
       formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=92))
+  cli.add_debug_option(p)
   p.add_argument("--workdir", required=True, metavar="DIR")
   p.add_argument("--config", default="photos_4x", metavar="NAME",
                  help="train_sr3.py config the variants start from (default: %(default)s)")
@@ -147,6 +149,7 @@ def linear_baseline(cfg, k):
   return dict(bicubic=psnr(u), linear=psnr(sr))
 
 
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   import train_sr3  # pylint: disable=g-import-not-at-top

@@ -14,6 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
 
 EXAMPLES = """
 Examples:
@@ -42,6 +43,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter,
 def parse_args(argv=None):
   import configs  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("--config", default="digits_edm", choices=sorted(configs.CONFIGS),
                  metavar="NAME", help="named config: " + ", ".join(configs.CONFIGS))
   p.add_argument("--workdir", default=None, metavar="DIR",
@@ -63,6 +65,7 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   if args.coordinator:
@@ -76,11 +79,7 @@ def main(argv=None):
   if args.list_fields:
     print("\n".join(cfg_lib.field_names(cfg)))
     return 0
-  try:
-    cfg = cfg_lib.apply_overrides(cfg, args.overrides)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  cfg = cfg_lib.apply_overrides(cfg, args.overrides)  # every field and combination
   workdir = args.workdir or os.path.join("out", args.config)
   if not args.coordinator and args.cpu_devices != 0:
     tr.parallel.split_cpu_into_devices(cfg.batch_size, cfg.accum_steps, args.cpu_devices)
@@ -89,7 +88,7 @@ def main(argv=None):
     import jax  # pylint: disable=g-import-not-at-top
     from edmjax.data import stats  # pylint: disable=g-import-not-at-top
     data = loop.load_data(cfg)
-    cfg = loop.resolve_config(cfg, data)
+    cfg = cfg_lib.validate(loop.resolve_config(cfg, data), image_shape=data.image_shape)
     built = loop.build(cfg, tr.parallel.make_mesh(), data.image_shape, data.num_classes)
     shapes = jax.eval_shape(lambda: built.model.init(
         jax.random.key(0), jax.numpy.zeros((1,) + data.image_shape),

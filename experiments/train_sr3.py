@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from edmjax import cli  # noqa: E402
 from edmjax.sr import degrade as degrade_lib  # noqa: E402
 from edmjax.sr import model as model_lib  # noqa: E402
 from edmjax.sr import train as sr_train  # noqa: E402
@@ -92,6 +93,7 @@ def parse_args(argv=None):
       description=__doc__.split("\n\n")[0],
       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
       formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=92))
+  cli.add_debug_option(p)
   p.add_argument("--config", default="photos_4x", choices=sorted(CONFIGS), metavar="NAME",
                  help="named configuration: " + ", ".join(sorted(CONFIGS))
                  + " (default: %(default)s)")
@@ -193,9 +195,36 @@ def evaluate(workdir, *, sigma_starts, steps, full_steps, full_seeds, tile, over
     evaluate_unseen(workdir, cfg, model, variables, tile=tile, overlap=overlap)
 
 
+def _numbers(option: str, text: str, kind) -> list:
+  """'0.1,0.5' -> [0.1, 0.5]: positive finite numbers of `kind` (float or int)."""
+  try:
+    values = [kind(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    values = []
+  if not values or not all(0 < v < float("inf") for v in values):
+    raise cli.UsageError(f"{option}={text!r} is not allowed; give a comma-separated list of "
+                         f"numbers > 0{' (integers)' if kind is int else ''}.")
+  return values
+
+
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   cfg = config_lib.apply_overrides(CONFIGS[args.config](), args.set)
+  sr_train.validate_sr(cfg)
+  sigma_starts = _numbers("--sigma-starts", args.sigma_starts, float)
+  steps = _numbers("--headstart-steps", args.headstart_steps, int)
+  for option, value, low in (("--full-steps", args.full_steps, 2),
+                             ("--full-seeds", args.full_seeds, 1),
+                             ("--overlap", args.overlap, 0)):
+    if value < low:
+      raise cli.UsageError(f"{option}={value} is not allowed; it must be >= {low}.")
+  if args.tile is not None and args.tile < 1:
+    raise cli.UsageError(f"--tile={args.tile} is not allowed; it must be >= 1.")
+  if args.eval_only and not os.path.isfile(os.path.join(args.workdir, "config.json")):
+    raise cli.UsageError(f"--eval-only: --workdir={args.workdir!r} has no config.json; "
+                         "evaluate a work directory that train_sr3.py trained (or drop "
+                         "--eval-only to train one).")
   if args.dry_run:
     print(config_lib.to_json(cfg))
     print(f"would train {cfg.total_steps} steps (max_minutes={cfg.max_minutes}) in "
@@ -209,10 +238,9 @@ def main(argv=None):
     print(f"training took {time.time() - t0:.1f} s")
   if args.no_eval:
     return 0
-  evaluate(args.workdir, sigma_starts=[float(s) for s in args.sigma_starts.split(",")],
-                   steps=[int(s) for s in args.headstart_steps.split(",")],
-                   full_steps=args.full_steps, full_seeds=args.full_seeds, tile=args.tile,
-                   overlap=args.overlap, unseen=not args.no_unseen)
+  evaluate(args.workdir, sigma_starts=sigma_starts, steps=steps, full_steps=args.full_steps,
+           full_seeds=args.full_seeds, tile=args.tile, overlap=args.overlap,
+           unseen=not args.no_unseen)
   return 0
 
 

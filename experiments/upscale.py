@@ -45,12 +45,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from edmjax import cli  # noqa: E402
+
 
 def _parser():
   p = argparse.ArgumentParser(
       description=__doc__.split("\n\n")[0],
       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
       formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=92))
+  cli.add_debug_option(p)
   p.add_argument("input", metavar="IN.png", help="low-resolution image (PNG, JPEG, ...)")
   p.add_argument("output", metavar="OUT.png", help="where to write the upscaled PNG")
   p.add_argument("--workdir", default="out/sr/photos4x", metavar="DIR",
@@ -152,6 +155,7 @@ def _image_size(path):
   return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
+@cli.entry_point
 def main(argv=None):
   parser = _parser()
   args = parser.parse_args(argv)

@@ -69,7 +69,7 @@ from edmjax.train.config import LossConfig, NetConfig, OptimConfig
 from edmjax.train.state import TrainState
 from edmjax.train.step import apply_gradients
 
-__all__ = ["SRDataConfig", "SRTrainConfig", "load_sr_data", "estimate_sr_sigma_data",
+__all__ = ["SRDataConfig", "SRTrainConfig", "validate_sr", "load_sr_data", "estimate_sr_sigma_data",
            "init_sr_state", "make_sr_train_step", "training_noise", "sr_mesh", "train_sr",
            "load_sr", "read_sr_config", "sr_config_from_json"]
 
@@ -181,6 +181,24 @@ def read_sr_config(workdir: str) -> SRTrainConfig:
 # ----------------------------------------------------------------------------- data
 
 
+def validate_sr(cfg: SRTrainConfig) -> int:
+  """Checks what involves several fields of an SR config before any work; returns the
+  multiple every HR side must be (the scale times 2**(len(channel_mult) − 1)).
+
+  Raises:
+    ValueError: naming the field(s), the value and what is allowed (a 'photos' patch
+      that is not a multiple of it).
+  """
+  multiple = cfg.sr.scale * 2 ** (len(cfg.net.channel_mult) - 1)
+  if cfg.data.name == "photos" and cfg.data.patch % multiple:
+    lo, hi = (cfg.data.patch // multiple) * multiple, (cfg.data.patch // multiple + 1) * multiple
+    raise ValueError(
+        f"data.patch={cfg.data.patch} is not allowed: it must be a multiple of "
+        f"sr.degrade.scale={cfg.sr.scale} × 2**(levels − 1) = {multiple} (net.channel_mult="
+        f"{cfg.net.channel_mult}); e.g. {', '.join(str(r) for r in (lo, hi) if r > 0)}.")
+  return multiple
+
+
 def load_sr_data(cfg: SRTrainConfig):
   """(training source of HR images, held-out HR images (n, H, W, C)), NHWC in [-1, 1].
 
@@ -188,11 +206,8 @@ def load_sr_data(cfg: SRTrainConfig):
   multiple of the scale times 2**(len(channel_mult) − 1).
   """
   dc = cfg.data
-  multiple = cfg.sr.scale * 2 ** (len(cfg.net.channel_mult) - 1)
+  multiple = validate_sr(cfg)
   if dc.name == "photos":
-    if dc.patch % multiple:
-      raise ValueError(f"data.patch={dc.patch} must be a multiple of scale × "
-                       f"2**(levels − 1) = {multiple}.")
     src, held = patches.photo_patches(dc.patch, holdout=dc.holdout, seed=dc.seed,
                                       min_std=dc.min_std, photo_set=dc.photo_set,
                                       augment=dc.augment)
@@ -381,7 +396,8 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
     (final TrainState, resolved config).
   """
   say = _say(log)
-  os.makedirs(workdir, exist_ok=True)
+  validate_sr(cfg)
+  runner.check_writable(workdir)
   if source is None:
     source, held = load_sr_data(cfg)
   else:
@@ -398,7 +414,6 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
     raise ValueError(f"data.image_shape={cfg.data.image_shape} is set, but the data has "
                      f"{image_shape}; leave it None (it is read from the data).")
   cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_shape=image_shape))
-  runner.write_text(cfg_path, config_lib.to_json(cfg))
   model = model_lib.build_sr_net(cfg.net, patch=image_shape[0], channels=image_shape[2],
                                  noise_aug=cfg.sr.noise_aug)
   optimizer = optim.make_optimizer(cfg.optim)
@@ -407,6 +422,9 @@ def train_sr(cfg: SRTrainConfig, workdir: str, *, progress: bool = True, log=pri
   state, mgr, at = runner.start(
       workdir, lambda: init(jax.random.key_data(jax.random.key(cfg.seed))),
       keep=cfg.keep_checkpoints)
+  # Written once the checkpoint is restored: a failed resume leaves the folder as it was.
+  runner.write_text(cfg_path, config_lib.to_json(cfg))
+  monitor.truncate_metrics(os.path.join(workdir, "metrics.jsonl"), 0 if at is None else at)
   if at is not None:
     say(f"resumed from {workdir}/checkpoints/{at}")
   else:

@@ -409,16 +409,21 @@ def check_geometry(net: NetConfig, image_shape, what: str = "the images") -> Non
 def validate(cfg: "TrainConfig", *, image_shape=None) -> "TrainConfig":
   """Checks what involves several fields of `cfg`; returns `cfg`.
 
-  Each field is already checked by its dataclass. This adds: the sample grids'
-  `SamplerSpec` (`SampleConfig.spec`: the sampler's options, σ_min < σ_max with the
-  sampler's defaults for what is None); σ_min < σ_max of the VE loss; β_start < β_end
-  of a linear DDPM schedule; and, when the image geometry is known (`image_shape`
-  (H, W, C), or `data.image_shape` / `data.resolution`), `check_geometry`.
+  Each field is already checked by its dataclass. This adds: total_steps >= 1 (a run
+  of no step writes no checkpoint; the dataclass allows 0, the key of compiled
+  programs); the sample grids' `SamplerSpec` (`SampleConfig.spec`: the sampler's
+  options, σ_min < σ_max with the sampler's defaults for what is None); σ_min < σ_max
+  of the VE loss; β_start < β_end of a linear DDPM schedule; and, when the image
+  geometry is known (`image_shape` (H, W, C), or `data.image_shape` /
+  `data.resolution`), `check_geometry`.
 
   Raises:
     ValueError: naming the field(s), the value(s) and what is allowed.
   """
   sc, lc = cfg.sample, cfg.loss
+  if cfg.total_steps < 1:
+    raise ValueError(f"total_steps={cfg.total_steps} is not allowed; a run must take at "
+                     "least 1 step (total_steps >= 1).")
   sc.spec()  # the grids' sampler and every option (σ range, steps, ...)
   if lc.objective == "ve" and not lc.sigma_min < lc.sigma_max:
     raise ValueError(f"loss.sigma_min={lc.sigma_min!r} must be smaller than "

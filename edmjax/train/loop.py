@@ -59,7 +59,8 @@ from edmjax.train import parallel
 from edmjax.train import runner
 from edmjax.train import snapshots
 from edmjax.train import step as step_lib
-from edmjax.train.config import SampleConfig, TrainConfig, from_json, to_dict, to_json
+from edmjax.train.config import (SampleConfig, TrainConfig, from_json, to_dict, to_json,
+                                 validate)
 from edmjax.train.state import TrainState, count_params, init_state, init_variables
 
 __all__ = ["train", "TrainResult", "TrainingDivergedError", "load_data", "resolve_config",
@@ -393,12 +394,13 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
   """
   lead = jax.process_index() == 0
   say = (log if lead and log is not None else (lambda *a, **k: None))
-  os.makedirs(workdir, exist_ok=True)
+  validate(cfg)
+  runner.check_writable(workdir)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch_divisible(cfg.batch_size, mesh, cfg.accum_steps)
 
   data = load_data(cfg, source)
-  cfg = resolve_config(cfg, data)
+  cfg = validate(resolve_config(cfg, data), image_shape=data.image_shape)
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
     old = to_dict(read_config(workdir))
@@ -406,14 +408,18 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
     changed = [k for k in new if old.get(k) != new[k]]
     if changed:
       say(f"note: config differs from {config_path} in {changed}; using the new one.")
-  if lead:
-    runner.write_text(config_path, to_json(cfg))
 
   built = build(cfg, mesh, data.image_shape, data.num_classes)
   t0 = time.time()
+  # config.json is written once the checkpoint is restored: a resume that fails (a
+  # checkpoint of another network) leaves the work directory as it was.
   state, mgr, at = runner.start(
       workdir, lambda: built.init(jax.random.key_data(jax.random.key(cfg.seed))),
       keep=cfg.keep_checkpoints)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if lead:
+    runner.write_text(config_path, to_json(cfg))
+    monitor.truncate_metrics(metrics_path, 0 if at is None else at)
   if at is not None:
     say(f"resumed from {workdir}/checkpoints/{at} (step {at}, "
         f"{int(state.position) / 1000:.1f} kimg)")
@@ -427,8 +433,9 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
       position=int(state.position), process_index=jax.process_index(),
       process_count=jax.process_count())
   end = cfg.total_steps if stop_at_step is None else min(cfg.total_steps, stop_at_step)
-  writer = monitor.MetricsWriter(os.path.join(workdir, "metrics.jsonl")) if lead else None
-  metrics_log = _MetricsLog(cfg, writer, batches, t0, say)
+  writer = monitor.MetricsWriter(metrics_path) if lead else None
+  metrics_log = _MetricsLog(cfg, writer, batches, t0, say,
+                            lambda: (workdir, checkpoint.all_steps(mgr)))
 
   def next_batch():
     batch = next(batches)
@@ -456,13 +463,19 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
     if writer is not None:
       writer.close()
   if lead:
-    records = monitor.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    records = monitor.read_metrics(metrics_path)
     monitor.plot_losses(records, os.path.join(workdir, "loss.png"))
     monitor.write_loss_csv(records, os.path.join(workdir, "loss_per_sigma.csv"))
   report = None
-  if step >= cfg.total_steps and cfg.sample.num_images > 0 and data.heldout is not None:
-    samples = np.load(os.path.join(workdir, "samples", f"step_{step:07d}.npz"))["images"] \
-        if lead else None
+  finished = step >= cfg.total_steps and cfg.sample.num_images > 0
+  final_grid = os.path.join(workdir, "samples", f"step_{step:07d}.npz")
+  if finished and not os.path.exists(final_grid):
+    # The final grid of a run that failed or was killed after its last checkpoint
+    # (or a grid deleted since): sampled again from the checkpointed state.
+    say(f"sampling the final grid of step {step} again (it is missing)")
+    _write_samples(built, cfg, state, workdir, step, lead)
+  if finished and data.heldout is not None:
+    samples = np.load(final_grid)["images"] if lead else None
     if lead:
       report = monitor.neighbour_report(samples, data.heldout,
                                         training_images(data.source))
@@ -483,8 +496,9 @@ class _MetricsLog:
   """The main loop's metrics: fetched one step late (no device sync per step), summed
   between log lines, checked for divergence, written to metrics.jsonl."""
 
-  def __init__(self, cfg: TrainConfig, writer, batches, t0: float, say):
+  def __init__(self, cfg: TrainConfig, writer, batches, t0: float, say, saved):
     self.cfg, self.writer, self.batches, self.t0, self.say = cfg, writer, batches, t0, say
+    self.saved = saved  # () -> (workdir, checkpoint steps on disk), for the stop message
     self.acc = _Accumulator()
     self.bins = _bin_labels()
     self.pending = None
@@ -496,7 +510,7 @@ class _MetricsLog:
     """Every step: add the previous step's metrics (already computed) and check them."""
     self.n_log += self.cfg.batch_size
     if self.pending is not None:
-      _check(self.acc.add(self.pending), self.cfg)
+      _check(self.acc.add(self.pending), self.cfg, self.saved)
     self.pending = metrics
 
   def sync(self, b: runner.Boundary) -> None:
@@ -509,7 +523,7 @@ class _MetricsLog:
     if self.compile_s is None:
       self.compile_s = time.time() - self.t0
       self.say(f"first step (init + compile) done after {self.compile_s:.1f} s")
-    _check(host, self.cfg)
+    _check(host, self.cfg, self.saved)
     if b.progress is not None:
       b.progress.set_postfix(loss=f"{host['loss']:.4f}", skipped=int(host["skipped_total"]))
 
@@ -551,14 +565,12 @@ def _write_samples(built: Built, cfg: TrainConfig, state: TrainState, workdir: s
     monitor.save_grid(out + ".png", np.clip(images, -1, 1))
 
 
-def _check(host: dict, cfg: TrainConfig) -> None:
+def _check(host: dict, cfg: TrainConfig, saved) -> None:
   if host["skipped_consecutive"] >= cfg.max_consecutive_bad_steps:
-    raise TrainingDivergedError(
-        f"Stopping: {int(host['skipped_consecutive'])} consecutive steps had a non-finite "
-        f"loss or gradient (max_consecutive_bad_steps={cfg.max_consecutive_bad_steps}; "
-        f"{int(host['skipped_total'])} skipped in total). Their updates were skipped, so "
-        "the checkpoints hold the last finite state. Check the data for NaN/inf, lower "
-        "optim.lr, or use float32 (net.dtype=float32).")
+    workdir, steps = saved()
+    raise TrainingDivergedError(step_lib.divergence_message(
+        host["skipped_consecutive"], host["skipped_total"], cfg.max_consecutive_bad_steps,
+        steps, workdir))
 
 
 class _Accumulator:

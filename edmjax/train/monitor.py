@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-__all__ = ["MetricsWriter", "read_metrics", "image_grid", "save_grid", "plot_losses",
+__all__ = ["MetricsWriter", "read_metrics", "truncate_metrics", "image_grid", "save_grid", "plot_losses",
            "nearest_neighbour_distances", "neighbour_report"]
 
 
@@ -49,6 +49,28 @@ def read_metrics(path: str) -> list[dict]:
       except json.JSONDecodeError:
         pass
   return out
+
+
+def truncate_metrics(path: str, step: int) -> int:
+  """Keeps the records of `path` up to `step` (and drops a torn line); returns how many
+  records were dropped.
+
+  A resumed run calls it with its checkpoint's step: records written after that
+  checkpoint by the run that was stopped are logged again by the resumed one, and
+  the file keeps one record per step.
+  """
+  if not os.path.exists(path):
+    return 0
+  keep = [r for r in read_metrics(path) if isinstance(r.get("step"), int) and r["step"] <= step]
+  with open(path, encoding="utf-8") as f:
+    lines = sum(1 for line in f if line.strip())
+  if lines == len(keep):
+    return 0
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r) + "\n" for r in keep)
+  os.replace(tmp, path)
+  return lines - len(keep)
 
 
 def image_grid(images: np.ndarray, *, cols: int | None = None, pad: int = 1) -> np.ndarray:

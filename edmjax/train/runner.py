@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from edmjax.train import checkpoint
 
 __all__ = ["Hook", "Boundary", "run", "start", "checkpoint_hook", "progress_bar",
-           "write_text"]
+           "write_text", "check_writable"]
 
 
 class Boundary(NamedTuple):
@@ -77,6 +77,20 @@ def write_text(path: str, text: str) -> None:
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write(text)
   os.replace(path + ".tmp", path)
+
+
+def check_writable(workdir: str) -> None:
+  """Creates `workdir` if needed and checks that a file can be written in it, so that a
+  read-only or full folder is an error before the data loads and the step compiles.
+
+  Raises:
+    OSError: (PermissionError for a read-only folder) naming the folder.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+  with open(probe, "w", encoding="utf-8") as f:
+    f.write("ok")
+  os.remove(probe)
 
 
 def start(workdir: str, init: Callable[[], Any], *, keep: int):
