@@ -76,14 +76,15 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
 
 
 def check_writable(folder: str, option: str) -> None:
-  """Creates `folder` and checks a file can be written there, before any slow work.
+  """Checks a file can be written in `folder` (or the parent it would be made in),
+  before any slow work; creates nothing.
 
   Raises:
     cli.UsageError: naming `option` and the folder.
   """
   from edmjax.train import runner  # pylint: disable=g-import-not-at-top
   try:
-    runner.check_writable(folder)
+    runner.check_writable(folder, create=False)
   except OSError as e:
     raise cli.UsageError(f"{option}: cannot write into {folder!r} ({e.strerror or e}); "
                          "choose a folder you can write to.") from None
@@ -177,6 +178,7 @@ def main(argv=None):
                              batch_size=args.batch, class_labels=labels,
                              variables=variables, mesh=mesh,
                              progress=not args.no_progress)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   np.savez(out + ".npz", images=images, seeds=np.asarray(seeds),
            labels=np.zeros(0, np.int32) if labels is None else labels)
   monitor.save_grid(out + ".png", np.clip(images, -1, 1))

@@ -29,8 +29,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import sys
+import tempfile
 from typing import Any, Callable, NamedTuple, Sequence
 
 from tqdm.auto import tqdm
@@ -79,18 +81,24 @@ def write_text(path: str, text: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def check_writable(workdir: str) -> None:
-  """Creates `workdir` if needed and checks that a file can be written in it, so that a
-  read-only or full folder is an error before the data loads and the step compiles.
+def check_writable(folder: str, *, create: bool = True) -> None:
+  """Checks that a file can be written in `folder` (created when `create`; otherwise in
+  its nearest existing parent, leaving nothing behind), so that a read-only or full
+  folder is an error before the data loads and the step compiles.
 
   Raises:
     OSError: (PermissionError for a read-only folder) naming the folder.
   """
-  os.makedirs(workdir, exist_ok=True)
-  probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-  with open(probe, "w", encoding="utf-8") as f:
-    f.write("ok")
-  os.remove(probe)
+  target = os.path.abspath(folder)
+  if create:
+    os.makedirs(target, exist_ok=True)
+  else:
+    while not os.path.exists(target) and os.path.dirname(target) != target:
+      target = os.path.dirname(target)
+  if not os.path.isdir(target):
+    raise NotADirectoryError(errno.ENOTDIR, "Not a directory", target)
+  with tempfile.TemporaryFile(dir=target):
+    pass
 
 
 def start(workdir: str, init: Callable[[], Any], *, keep: int):

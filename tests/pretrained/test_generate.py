@@ -83,7 +83,7 @@ def test_nvlabs_options_select_the_sampler():
     (["--sampler", "dpmpp_2m", "--S_churn", "1"], "--S_churn is not an option of sampler "
                                                   "'dpmpp_2m'"),
     (["--steps", "5", "--opt", "num_steps=6"], "repeats an NVlabs option"),
-    (["--seeds", "5-3"], "names no seed"),
+    (["--seeds", "5-3"], "the range 5-3 is empty"),
     (["--class", "10"], "--class 10 is not allowed; the network has 10 classes"),
     (["--network", "https://example.org/net.pkl"], "edmjax does not download"),
     (["--guidance-interval", "0.3,5"], "--guidance-interval needs guidance"),

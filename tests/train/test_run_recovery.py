@@ -2,6 +2,7 @@
 redone, a failed resume changes nothing on disk, metrics keep one row per step, and bad
 settings are refused through train.py's main(argv) before anything slow."""
 
+import fcntl
 import json
 import os
 import sys
@@ -46,8 +47,24 @@ def _snapshot(workdir):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-  """A finished tiny run whose final sampling failed once and was redone by a rerun."""
-  workdir = str(tmp_path_factory.mktemp("run") / "w")
+  """A finished tiny run whose final sampling failed once and was redone by a rerun.
+
+  Made once per test session: pytest-xdist workers share it through a folder of the
+  session, under a lock (the workers' own folders are below it).
+  """
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  with open(base / "run_recovery.lock", "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    done = base / "run_recovery.json"
+    if not done.exists():
+      done.write_text(json.dumps(_finish(str(base / "run_recovery"))))
+    workdir, after_failure, calls = json.loads(done.read_text())
+  return workdir, tuple(after_failure), calls
+
+
+def _finish(workdir):
   real = loop._write_samples  # pylint: disable=protected-access
   calls = []
 
@@ -113,17 +130,20 @@ def test_a_failed_resume_leaves_config_and_checkpoints_untouched(finished, capsy
     assert f.read() == config_before
 
 
-def test_sample_py_samples_the_run_and_refuses_a_missing_step(finished, capsys):
+def test_sample_py_refuses_a_missing_step_and_a_class_the_run_lacks(finished, tmp_path,
+                                                                    capsys):
   import sample  # pylint: disable=g-import-not-at-top
   workdir = finished[0]
   with pytest.raises(SystemExit) as info:
-    sample.main(["--workdir", workdir, "--step", "777", "--cpu-devices", "0"])
+    sample.main(["--workdir", workdir, "--step", "777", "--cpu-devices", "0",
+                 "--out", str(tmp_path / "grid")])
   assert info.value.code == 2
   err = " ".join(capsys.readouterr().err.split())
   assert "777" in err and "1, 2" in err and "Traceback" not in err
   for bad in ("99", "-1"):
     with pytest.raises(SystemExit) as info:
-      sample.main(["--workdir", workdir, "--class", bad, "--cpu-devices", "0"])
+      sample.main(["--workdir", workdir, "--class", bad, "--cpu-devices", "0",
+                   "--out", str(tmp_path / "grid")])
     assert info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"--class {bad} is not allowed; the run has 10 classes (0 to 9)" in err

@@ -107,6 +107,10 @@ def test_sigkill_while_saving_then_resume(tmp_path):
   mgr = checkpoint.make_manager(workdir)
   assert checkpoint.latest_step(mgr) == cfg.total_steps
   checkpoint.close(mgr)
+  # One metrics row per step: the rows the killed run logged after its newest
+  # complete checkpoint were dropped and logged again by the resumed run.
+  steps = [r["step"] for r in loop.monitor.read_metrics(os.path.join(workdir, "metrics.jsonl"))]
+  assert steps == list(range(1, cfg.total_steps + 1))
 
 
 def test_loop_stops_after_consecutive_non_finite_steps(tmp_path):
