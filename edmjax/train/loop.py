@@ -90,41 +90,15 @@ class DataBundle(NamedTuple):
   num_classes: int
 
 
-class _Subset:
-  """The first `n` examples of a random-access source (the rest is held out)."""
-
-  def __init__(self, source, n):
-    self.source, self.n = source, n
-    self.name = getattr(source, "name", "source")
-    self.num_classes = source.num_classes
-
-  def __len__(self):
-    return self.n
-
-  def get(self, indices):
-    return self.source.get(np.asarray(indices))
-
-
 def load_data(cfg: TrainConfig, source=None) -> DataBundle:
-  """Loads `cfg.data` (or uses `source`) and splits off the last `holdout` examples."""
+  """Loads `cfg.data` (or uses `source`) and holds out `data.holdout` examples: a
+  seeded sample (`data.seed`), stratified by class when the source has labels
+  (`edmjax.data.split_holdout`), never a whole class."""
   dc = cfg.data
   if source is None:
     source = sources.load_dataset(dc.name, resolution=dc.resolution, channels=dc.channels,
                                   split=dc.split, data_dir=dc.data_dir)
-  n = len(source)
-  heldout = None
-  if dc.holdout:
-    if dc.holdout >= n:
-      raise ValueError(f"data.holdout={dc.holdout} leaves no training examples "
-                       f"(the source has {n}).")
-    heldout = source.get(np.arange(n - dc.holdout, n))[0]
-    if isinstance(source, sources.Dataset):
-      source = sources.Dataset(images=source.images[:n - dc.holdout],
-                               labels=source.labels[:n - dc.holdout],
-                               num_classes=source.num_classes, name=source.name,
-                               class_names=source.class_names)
-    else:
-      source = _Subset(source, n - dc.holdout)
+  source, heldout = sources.split_holdout(source, dc.holdout, seed=dc.seed)
   first = source.get(np.arange(1))[0]
   return DataBundle(source=source, heldout=heldout, image_shape=tuple(first.shape[1:]),
                     num_classes=int(source.num_classes))

@@ -30,11 +30,17 @@ class MetricsWriter:
   def write(self, record: dict) -> None:
     clean = {k: (v.tolist() if isinstance(v, np.ndarray) else
                  v.item() if isinstance(v, np.generic) else v) for k, v in record.items()}
-    self._f.write(json.dumps(clean) + "\n")
-    self._f.flush()
+    try:
+      self._f.write(json.dumps(clean) + "\n")
+      self._f.flush()
+    except OSError as e:  # a full disk: say which file, at the step it happens
+      raise OSError(e.errno, e.strerror, self.path) from None
 
   def close(self) -> None:
-    self._f.close()
+    try:
+      self._f.close()
+    except OSError as e:
+      raise OSError(e.errno, e.strerror, self.path) from None
 
 
 def read_metrics(path: str) -> list[dict]:

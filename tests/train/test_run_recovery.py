@@ -192,3 +192,31 @@ def test_eval_fid_refuses_a_garbage_ref_before_sampling(finished, tmp_path, caps
                         "--num-images", "8", "--cpu-devices", "0"]) == 2
   err = " ".join(capsys.readouterr().err.split())
   assert f"--ref {garbage}" in err and "Traceback" not in err
+
+
+def test_the_training_loop_holds_out_a_stratified_sample_not_the_last_class():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from edmjax.data import sources  # pylint: disable=g-import-not-at-top
+  from edmjax.train import config as C  # pylint: disable=g-import-not-at-top
+  labels = np.repeat([0, 1], [30, 10]).astype(np.int32)  # class folders: sorted by class
+  images = np.linspace(-1, 1, 40, dtype=np.float32)[:, None, None, None] * np.ones((1, 8, 8, 1),
+                                                                                 np.float32)
+  ds = sources.Dataset(images=images, labels=labels, num_classes=2, name="sorted")
+  cfg = C.TrainConfig(data=C.DataConfig(name="digits", holdout=10))
+  data = loop.load_data(cfg, source=ds)
+  assert len(data.source) == 30 and data.heldout.shape == (10, 8, 8, 1)
+  assert np.bincount(data.source.labels).tolist() == [22, 8]  # 3:1 in both parts
+  assert not np.array_equal(data.heldout, images[30:])  # not the last files
+
+
+def test_a_full_disk_while_logging_names_the_file(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  os.symlink("/dev/full", path)  # every write fails with ENOSPC, as on a full disk
+  writer = monitor.MetricsWriter(path)
+  with pytest.raises(OSError) as info:
+    writer.write({"step": 1})
+  assert info.value.errno == __import__("errno").ENOSPC and info.value.filename == path
+  from edmjax import cli  # pylint: disable=g-import-not-at-top
+  assert cli.is_user_error(info.value)
+  assert cli.user_message(info.value).startswith(
+      f"no space left on the device while writing {path!r}")

@@ -119,8 +119,11 @@ def test_loop_stops_after_consecutive_non_finite_steps(tmp_path):
   images[:, 0, 0, 0] = np.nan  # every batch is bad
   bad = dataclasses.replace(ds, images=images)
   cfg = tiny_config(total_steps=20, max_consecutive_bad_steps=3, checkpoint_every=1)
-  with pytest.raises(loop.TrainingDivergedError, match="3 consecutive steps had a non-finite"):
+  with pytest.raises(loop.TrainingDivergedError, match="3 consecutive steps had a non-finite"
+                     ) as info:
     loop.train(cfg, str(tmp_path / "nan"), source=bad, progress=False, log=None)
+  # What is on disk, truthfully: the skipped steps kept the finite initial state.
+  assert f"{tmp_path / 'nan'}/checkpoints (steps 1" in str(info.value)
   mgr = checkpoint.make_manager(str(tmp_path / "nan"))
   for s in checkpoint.all_steps(mgr):  # whatever was saved is finite
     target = loop.build(cfg, loop.parallel.make_mesh(), (8, 8, 1), 10).init(
