@@ -38,6 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import configs  # noqa: E402  pylint: disable=wrong-import-position
 import reconstruct_phema  # noqa: E402  pylint: disable=wrong-import-position
 
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
+
 EXAMPLES = """
 Examples:
   nice python experiments/edm2_study.py > out/edm2_study.log 2>&1
@@ -58,6 +60,7 @@ def _floats(text):
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("--out", default="out/edm2_study", metavar="DIR")
   p.add_argument("--steps", type=int, default=1200, metavar="N",
                  help="main run's steps (batch 64); the guide trains N/4")
@@ -171,6 +174,7 @@ def _pm(key):
   return lambda r: f"{r[key]:{sign}.2f} ± {r[key + '_std']:.2f}"
 
 
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   main_cfg, guide_cfg = run_configs(args)

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+from edmjax import cli
 from edmjax.train import phema, snapshots
 
 EXAMPLES = """
@@ -62,6 +63,7 @@ def parse_std_list(text: str) -> list[float]:
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("--workdir", required=True, metavar="DIR",
                  help="training work directory (reads DIR/snapshots)")
   p.add_argument("--std", required=True, metavar="LIST",
@@ -90,6 +92,7 @@ def parse_args(argv=None):
   return args
 
 
+@cli.entry_point
 def main(argv=None):
   args = parse_args(argv)
   try:

@@ -122,3 +122,23 @@ def test_edm_vs_ddpm_checks_everything_before_training(capsys, argv, named):
 def test_debug_shows_the_traceback_of_a_user_error():
   with pytest.raises(cli.UsageError, match="the range 5-2 is empty"):
     sample.main(["--workdir", "/no/such/run", "--seeds", "5-2", "--debug"])
+
+
+def test_every_script_main_goes_through_the_entry_point():
+  import importlib  # pylint: disable=g-import-not-at-top
+  scripts = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments"))
+                   if f.endswith(".py"))
+  wired = []
+  for name in scripts:
+    module = importlib.import_module(name)
+    if hasattr(module, "main"):
+      assert getattr(module.main, "__wrapped__", None) is not None, name
+      wired.append(name)
+  assert {"sample", "generate", "eval_fid", "diagnose", "train", "train_sr3", "upscale",
+          "edm_vs_ddpm", "edm2_study", "reconstruct_phema"} <= set(wired)
+
+
+def test_reconstruct_phema_without_snapshots(capsys, tmp_path):
+  import reconstruct_phema  # pylint: disable=g-import-not-at-top
+  err = _error(capsys, reconstruct_phema.main, ["--workdir", str(tmp_path), "--std", "0"])
+  assert "--std 0.0 is not allowed" in err
