@@ -56,8 +56,9 @@ def parse_args(argv=None):
   p.add_argument("--list-fields", action="store_true", help="list settable fields")
   p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
   p.add_argument("--cpu-devices", type=int, default=None, metavar="N",
-                 help="on CPU, split the host into N JAX devices (data parallel); default: "
-                      "one per core, as many as divide the batch (0 = leave one device)")
+                 help="on CPU, split the host into exactly N JAX devices (data parallel; N "
+                      "must divide the batch); default: one per core, as many as divide the "
+                      "batch (0 = leave one device)")
   p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                  help="jax.distributed coordinator address (multi-host)")
   p.add_argument("--num-processes", type=int, default=None, metavar="N")
@@ -82,7 +83,7 @@ def main(argv=None):
   cfg = cfg_lib.apply_overrides(cfg, args.overrides)  # every field and combination
   workdir = args.workdir or os.path.join("out", args.config)
   if not args.coordinator and args.cpu_devices != 0:
-    tr.parallel.split_cpu_into_devices(cfg.batch_size, cfg.accum_steps, args.cpu_devices)
+    tr.parallel.split_cpu_into_devices(cfg.batch_size, cfg.accum_steps, devices=args.cpu_devices)
 
   if args.dry_run:
     import jax  # pylint: disable=g-import-not-at-top

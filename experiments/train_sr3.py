@@ -109,8 +109,9 @@ def parse_args(argv=None):
   p.add_argument("--no-eval", action="store_true", help="do not evaluate after training")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--cpu-devices", type=int, default=None, metavar="N",
-                 help="on CPU, split the host into N JAX devices (data parallel); default: "
-                      "one per core, as many as divide the batch (0 = leave one device)")
+                 help="on CPU, split the host into exactly N JAX devices (data parallel; N "
+                      "must divide the batch); default: one per core, as many as divide the "
+                      "batch (0 = leave one device)")
   p.add_argument("--sigma-starts", default="0.05,0.1,0.2,0.5,1,2", metavar="LIST",
                  help="headstart σ_start values of the table (default: %(default)s)")
   p.add_argument("--headstart-steps", default="1,2,4", metavar="LIST",
@@ -225,13 +226,13 @@ def main(argv=None):
     raise cli.UsageError(f"--eval-only: --workdir={args.workdir!r} has no config.json; "
                          "evaluate a work directory that train_sr3.py trained (or drop "
                          "--eval-only to train one).")
+  if args.cpu_devices != 0:  # exactly N devices (an error when N does not divide the batch)
+    parallel.split_cpu_into_devices(cfg.batch_size, devices=args.cpu_devices)
   if args.dry_run:
     print(config_lib.to_json(cfg))
     print(f"would train {cfg.total_steps} steps (max_minutes={cfg.max_minutes}) in "
           f"{args.workdir}, then evaluate: {not args.no_eval}")
     return 0
-  if args.cpu_devices != 0:
-    parallel.split_cpu_into_devices(cfg.batch_size, max_devices=args.cpu_devices)
   if not args.eval_only:
     t0 = time.time()
     _, cfg = sr_train.train_sr(cfg, args.workdir, progress=not args.no_progress)

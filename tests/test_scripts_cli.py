@@ -142,3 +142,13 @@ def test_reconstruct_phema_without_snapshots(capsys, tmp_path):
   import reconstruct_phema  # pylint: disable=g-import-not-at-top
   err = _error(capsys, reconstruct_phema.main, ["--workdir", str(tmp_path), "--std", "0"])
   assert "--std 0.0 is not allowed" in err
+
+
+def test_cpu_devices_that_do_not_divide_the_batch_are_an_error_not_one_device(capsys):
+  import train  # pylint: disable=g-import-not-at-top
+  err = _error(capsys, train.main, ["--cpu-devices", "2", "--set", "batch_size=7",
+                                    "--dry-run"])
+  assert "devices=2 (--cpu-devices) does not divide the microbatch (batch_size=7)" in err
+  err = _error(capsys, train_sr3.main, ["--config", "tiny", "--workdir", "/no/such/run",
+                                        "--cpu-devices", "3", "--dry-run"])
+  assert "devices=3 (--cpu-devices) does not divide the microbatch (batch_size=4)" in err
