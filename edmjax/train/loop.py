@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
 from edmjax.data import augmentation
@@ -443,7 +444,10 @@ def train(cfg: TrainConfig, workdir: str, *, source=None, stop_at_step: int | No
   report = None
   finished = step >= cfg.total_steps and cfg.sample.num_images > 0
   final_grid = os.path.join(workdir, "samples", f"step_{step:07d}.npz")
-  if finished and not os.path.exists(final_grid):
+  missing = finished and not os.path.exists(final_grid)
+  if finished and jax.process_count() > 1:  # process 0's disk decides, for every process
+    missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+  if missing:
     # The final grid of a run that failed or was killed after its last checkpoint
     # (or a grid deleted since): sampled again from the checkpointed state.
     say(f"sampling the final grid of step {step} again (it is missing)")
