@@ -33,10 +33,9 @@ import os
 import sys
 import time
 
-import guidance_args
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
+import guidance_args  # noqa: E402  pylint: disable=wrong-import-position
 import sample  # noqa: E402  pylint: disable=wrong-import-position  (check_writable)
 
 EXAMPLES = """
