@@ -239,6 +239,23 @@ def finish(x, per_step, return_trajectory: bool):
   return x, Trajectory(*per_step)
 
 
+def scan_then_last(step, x, scanned, last, return_trajectory: bool):
+  """Steps 0..N−2 in one `lax.scan`, then a static last step; `finish`ed.
+
+  `step(x, *inputs, is_last) -> (x_next, (sigma, x, denoised))`: the scan runs it with
+  `is_last=False` over the leading axis of the tuple `scanned`; the last step runs it
+  once on the tuple `last` with `is_last=True` (so it may skip its second evaluation).
+  """
+  def body(x, step_in):
+    x, seen = step(x, *step_in, False)
+    return x, (seen if return_trajectory else None)
+
+  x, seen = jax.lax.scan(body, x, scanned)
+  x, seen_last = step(x, *last, True)
+  per_step = stack_steps(seen, list(seen_last)) if return_trajectory else None
+  return finish(x, per_step, return_trajectory)
+
+
 def stack_steps(*parts):
   """Concatenates per-step (sigma, x, denoised) tuples along the step axis.
 

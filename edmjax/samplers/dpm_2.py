@@ -15,7 +15,6 @@ with an Euler step on the last step (σ_N = 0).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from edmjax.samplers import _common
@@ -91,13 +90,7 @@ def dpm_2_sampler(denoise, latents, key=None, *, num_steps=18, sigma_min=0.002,
       x_next = x_hat + d_2 * (sigma_next - sigma_hat)
     return x_next, (sigma_cur, x_cur, denoised)
 
-  def body(x, step_in):
-    sigma_cur, sigma_next, i = step_in
-    x, seen = step(x, sigma_cur, sigma_next, i, False)
-    return x, (seen if return_trajectory else None)
-
-  x = _common.initial_state(latents, table[0], init)
-  x, seen = jax.lax.scan(body, x, (table[:-2], table[1:-1], jnp.arange(num - 1)))
-  x, seen_last = step(x, table[-2], table[-1], num - 1, True)
-  per_step = _common.stack_steps(seen, list(seen_last)) if return_trajectory else None
-  return _common.finish(x, per_step, return_trajectory)
+  return _common.scan_then_last(
+      step, _common.initial_state(latents, table[0], init),
+      (table[:-2], table[1:-1], jnp.arange(num - 1)), (table[-2], table[-1], num - 1),
+      return_trajectory)

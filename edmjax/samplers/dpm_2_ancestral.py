@@ -7,7 +7,6 @@ Each step goes from σ_i down to σ_down by the log-σ midpoint step of
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from edmjax.samplers import _common
@@ -93,14 +92,7 @@ def dpm_2_ancestral_sampler(denoise, latents, key=None, *, num_steps=18, sigma_m
       x_next = x_next + _common.step_noise(keys, i, x_cur) * S_noise * up
     return x_next, (sigma_cur, x_cur, denoised)
 
-  def body(x, step_in):
-    sigma_cur, down, up, i = step_in
-    x, seen = step(x, sigma_cur, down, up, i, False)
-    return x, (seen if return_trajectory else None)
-
-  x = _common.initial_state(latents, table[0], init)
-  x, seen = jax.lax.scan(body, x, (table[:-2], sigma_down[:-1], sigma_up[:-1],
-                                   jnp.arange(num - 1)))
-  x, seen_last = step(x, table[-2], sigma_down[-1], sigma_up[-1], num - 1, True)
-  per_step = _common.stack_steps(seen, list(seen_last)) if return_trajectory else None
-  return _common.finish(x, per_step, return_trajectory)
+  return _common.scan_then_last(
+      step, _common.initial_state(latents, table[0], init),
+      (table[:-2], sigma_down[:-1], sigma_up[:-1], jnp.arange(num - 1)),
+      (table[-2], sigma_down[-1], sigma_up[-1], num - 1), return_trajectory)

@@ -14,7 +14,6 @@ with (σ_down, σ_up) = `ancestral_step`(σ_i, σ_{i+1}, η).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from edmjax.samplers import _common
@@ -103,14 +102,7 @@ def dpmpp_2s_ancestral_sampler(denoise, latents, key=None, *, num_steps=18,
       x_next = x_next + _common.step_noise(keys, i, x_cur) * S_noise * up_i
     return x_next, (sigma_cur, x_cur, denoised)
 
-  def body(x, step_in):
-    sigma_cur, down_i, up_i, coef, i = step_in
-    x, seen = step(x, sigma_cur, down_i, up_i, coef, i, False)
-    return x, (seen if return_trajectory else None)
-
-  x = _common.initial_state(latents, table[0], init)
-  x, seen = jax.lax.scan(body, x, (table[:-2], down[:-1], up[:-1],
-                                   tuple(v[:-1] for v in coefs), jnp.arange(num - 1)))
-  x, seen_last = step(x, table[-2], down[-1], up[-1], None, num - 1, True)
-  per_step = _common.stack_steps(seen, list(seen_last)) if return_trajectory else None
-  return _common.finish(x, per_step, return_trajectory)
+  return _common.scan_then_last(
+      step, _common.initial_state(latents, table[0], init),
+      (table[:-2], down[:-1], up[:-1], tuple(v[:-1] for v in coefs), jnp.arange(num - 1)),
+      (table[-2], down[-1], up[-1], None, num - 1), return_trajectory)
