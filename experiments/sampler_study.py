@@ -38,8 +38,9 @@ same size.
 Writes to --out: `sampler_study.png` (part 1), `sampler_study_all.png` (parts 2 and 3),
 `sampler_study.csv` (part 1), `sampler_study_samplers.csv` (part 2),
 `sampler_study_stochastic.csv` (part 3) and
-`summary.json`: NFE needed to reach --target RMS (log-log interpolation), the RMS at
-10/20/35 NFE and the FD at 10/20/35 NFE, and the best sampler at each budget.
+`summary.json`: NFE needed to reach --target RMS (log-log interpolation), the RMS and
+the median per-sample error at 10/20/35 NFE, the FD at 10/20/35 NFE beside the data
+set's own floor, and the best sampler at each budget.
 
 Examples:
   python experiments/sampler_study.py --out out/sampler_study
@@ -420,9 +421,11 @@ def _summarise(name, rows, rows_all, rows_sto, target):
       sel = sorted([r for r in rows_all if r["dataset"] == name and r["sampler"] == label],
                    key=lambda r: r["nfe"])
       nfe, err = [r["nfe"] for r in sel], [r["rms_error"] for r in sel]
+      median = [r["median_sample_error"] for r in sel]
       entry = {"nfe_to_target": crossing_nfe(nfe, err, target)}
       for b in BUDGETS:
         entry[f"rms_at_{b}"] = value_at(nfe, err, b)
+        entry[f"median_at_{b}"] = value_at(nfe, median, b)
         if entry[f"rms_at_{b}"] is not None:
           at[b][label] = entry[f"rms_at_{b}"]
       samplers_out[label] = entry
@@ -444,8 +447,8 @@ def _summarise(name, rows, rows_all, rows_sto, target):
         if entry[f"fd_at_{b}"] is not None:
           at[b][label] = entry[f"fd_at_{b}"]
       sto[label] = entry
-    out["stochastic"] = {"table": sto, "fd_floor": rows_sto[0]["fd_floor"] if rows_sto
-                         else None,
+    floor = [r["fd_floor"] for r in rows_sto if r["dataset"] == name]
+    out["stochastic"] = {"table": sto, "fd_floor": floor[0] if floor else None,
                          "best_at_budget": {b: min(v, key=v.get) if v else None
                                             for b, v in at.items()}}
   return out

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from edmjax import oracle
 from edmjax import samplers
 from edmjax import schedules
+from gaussian_mixture import GMM_DENOISE, check_mixture
 
 MEAN, STD = 0.3, 0.5                           # Gaussian data N(MEAN, STD² I)
 GAUSS = oracle.gaussian_denoiser(MEAN, STD)
@@ -101,32 +102,9 @@ def test_global_order_against_exact_gaussian_ode(case):
 
 # ----------------------------------------------------------------------------- GMM
 
-GMM_MEANS = (np.array([-1.5, 0.5, 2.0])[:, None, None, None]
-             * np.linspace(0.8, 1.2, 16).reshape(1, 4, 4, 1))    # (K=3, 4, 4, 1)
-GMM_STDS = np.array([0.3, 0.15, 0.4])
-GMM_WEIGHTS = np.array([0.5, 0.2, 0.3])
-GMM_DENOISE = oracle.gmm_denoiser(GMM_MEANS, GMM_STDS, GMM_WEIGHTS)
-
-
 @pytest.fixture(scope="module")
 def gmm_latents():
   return _latents(10_000, image=(4, 4, 1))
-
-
-def _check_mixture(samples):
-  """Weights within 2 points; each component's mean and std within 2% (relative)."""
-  x = np.asarray(samples, np.float64)
-  component = np.asarray(oracle.gmm_assign(jnp.asarray(x), GMM_MEANS, GMM_STDS,
-                                           GMM_WEIGHTS))
-  for k in range(len(GMM_WEIGHTS)):
-    xk = x[component == k]
-    weight = len(xk) / len(x)
-    mean = xk.mean(axis=0)
-    std = np.sqrt(np.mean((xk - mean)**2))
-    mean_err = np.linalg.norm(mean - GMM_MEANS[k]) / np.linalg.norm(GMM_MEANS[k])
-    assert abs(weight - GMM_WEIGHTS[k]) <= 0.02, (k, weight)
-    assert mean_err <= 0.02, (k, mean_err)
-    assert abs(std / GMM_STDS[k] - 1) <= 0.02, (k, std)
 
 
 def test_edm_sampler_reproduces_gaussian_mixture(gmm_latents):
@@ -134,14 +112,14 @@ def test_edm_sampler_reproduces_gaussian_mixture(gmm_latents):
   # here: the discretization error of Heun's method for these narrow components,
   # which falls as N^-2 (0.1–0.6% at 64 steps).
   run = jax.jit(lambda z: samplers.edm_sampler(GMM_DENOISE, z, num_steps=64))
-  _check_mixture(run(gmm_latents))
+  check_mixture(run(gmm_latents))
 
 
 def test_algorithm2_with_churn_reproduces_gaussian_mixture(gmm_latents):
   # γ_i = 20/128 inside [0.05, 50]; measured std errors +0.7 to +1.2%.
   run = jax.jit(lambda z, key: samplers.edm_sampler(
       GMM_DENOISE, z, key, num_steps=128, S_churn=20.0, S_min=0.05, S_max=50.0))
-  _check_mixture(run(gmm_latents, jax.random.key(1)))
+  check_mixture(run(gmm_latents, jax.random.key(1)))
 
 
 def test_euler_ancestral_reproduces_gaussian_std():

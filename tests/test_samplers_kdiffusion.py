@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from edmjax import oracle, samplers, sampling, schedules
+from gaussian_mixture import GMM_DENOISE, check_mixture
 
 MEAN, STD = 0.3, 0.5
 GAUSS = oracle.gaussian_denoiser(MEAN, STD)
@@ -139,12 +140,6 @@ def test_lms_coefficients_integrate_polynomials_exactly():
 
 # ----------------------------------------------------------------------------- GMM
 
-GMM_MEANS = (np.array([-1.5, 0.5, 2.0])[:, None, None, None]
-             * np.linspace(0.8, 1.2, 16).reshape(1, 4, 4, 1))
-GMM_STDS = np.array([0.3, 0.15, 0.4])
-GMM_WEIGHTS = np.array([0.5, 0.2, 0.3])
-GMM_DENOISE = oracle.gmm_denoiser(GMM_MEANS, GMM_STDS, GMM_WEIGHTS)
-
 # Step counts chosen so that the discretization error is well inside 2% (measured
 # worst deviations: weights 0.3–1.3 points, std 0.3–1.3%).
 STOCHASTIC = {
@@ -171,21 +166,9 @@ def gmm_latents():
   return _latents(10_000, image=(4, 4, 1), seed=3)
 
 
-def _check_mixture(samples):
-  x = np.asarray(samples, np.float64)
-  component = np.asarray(oracle.gmm_assign(jnp.asarray(x), GMM_MEANS, GMM_STDS,
-                                           GMM_WEIGHTS))
-  for k in range(len(GMM_WEIGHTS)):
-    xk = x[component == k]
-    mean = xk.mean(axis=0)
-    std = np.sqrt(np.mean((xk - mean)**2))
-    assert abs(len(xk) / len(x) - GMM_WEIGHTS[k]) <= 0.02, (k, len(xk) / len(x))
-    assert np.linalg.norm(mean - GMM_MEANS[k]) / np.linalg.norm(GMM_MEANS[k]) <= 0.02, k
-    assert abs(std / GMM_STDS[k] - 1) <= 0.02, (k, std / GMM_STDS[k])
-
 @pytest.mark.parametrize("name", list(STOCHASTIC))
 def test_stochastic_sampler_reproduces_gaussian_mixture(name, gmm_latents):
-  _check_mixture(jax.jit(STOCHASTIC[name])(gmm_latents, jax.random.key(1)))
+  check_mixture(jax.jit(STOCHASTIC[name])(gmm_latents, jax.random.key(1)))
 
 # ----------------------------------------------------------------------------- keys
 
