@@ -43,8 +43,13 @@ M − 1 − argmin_j |σ − u_j| over the stored `u`, and its network's extra
 
 Other pickles get a ValueError naming what was found: a StyleGAN network (`G`,
 `D`, `G_ema`), a bare state dict (load it with `from_state_dict` and NVlabs'
-constructor arguments), NVlabs/edm2's `Precond` (not supported yet), a persistence
-format version other than 6, or an unknown structure.
+constructor arguments), a persistence format version other than 6, or an unknown
+structure.
+
+NVlabs/edm2's `Precond` (the magnitude-preserving UNet with its uncertainty head)
+loads too: `class_name` 'Precond', `arch` 'EDM2UNet', preconditioning 'edm2'
+(`sigma_data` as pickled), σ range [0, ∞) as NVlabs' (its samplers bring their own);
+a latent-space network (edm2-img512-*) denoises latents, the VAE is not included.
 
 The reverse: `save_state_dict(path, net)` writes a plain `torch.save` state dict
 (keys `model.<NVlabs module path>.<tensor>`, plus `u` for iDDPM and the
@@ -87,6 +92,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edmjax import nn as ednn
+from edmjax.nn import edm2_unet
 from edmjax import precond as precond_lib
 from edmjax import schedules
 from edmjax import torchio
@@ -101,6 +107,8 @@ PRECONDITIONINGS = {"EDMPrecond": "edm", "VPPrecond": "vp", "VEPrecond": "ve",
 
 _ARCHS = {"SongUNet": ednn.SongUNet, "DhariwalUNet": ednn.DhariwalUNet}
 _PERSISTENCE_VERSION = 6
+EDM2_PRECOND = "Precond"   # NVlabs/edm2 training/networks_edm2.py
+_EDM2_PRECOND_ARGS = ("img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_data")
 
 # NVlabs' constructor defaults of each preconditioning (training/networks.py).
 _PRECOND_DEFAULTS = {
@@ -352,15 +360,10 @@ def _find_network(obj, path, key):
         f"{name!r}: {key!r} is a torch_utils.persistence object of format "
         f"type={net.type!r}, version={net.version!r}; edmjax reads type='class', "
         f"version={_PERSISTENCE_VERSION} (NVlabs/edm's). A newer format is not supported.")
-  if net.class_name == "Precond":
-    raise ValueError(
-        f"{name!r}: {key!r} is an NVlabs/edm2 `Precond` (the magnitude-preserving "
-        "EDM2 UNet); this loader reads NVlabs/edm networks only (EDMPrecond, VPPrecond, "
-        "VEPrecond, iDDPMPrecond) and does not support EDM2 yet.")
-  if net.class_name not in PRECONDITIONINGS:
+  if net.class_name not in PRECONDITIONINGS and net.class_name != EDM2_PRECOND:
     raise ValueError(
         f"{name!r}: {key!r} is {_describe(net)}; edmjax reads the NVlabs/edm "
-        f"preconditionings {sorted(PRECONDITIONINGS)}.")
+        f"preconditionings {sorted(PRECONDITIONINGS)} and NVlabs/edm2's {EDM2_PRECOND!r}.")
   return net
 
 
@@ -411,11 +414,11 @@ class PretrainedNetwork:
 
   Attributes:
     class_name: NVlabs' preconditioning class ('EDMPrecond', 'VPPrecond',
-      'VEPrecond', 'iDDPMPrecond').
+      'VEPrecond', 'iDDPMPrecond'; NVlabs/edm2's 'Precond').
     precond_kwargs: its constructor arguments other than the network's
       (`use_fp16`, and `sigma_data` / `beta_d, beta_min, M, epsilon_t` /
       `sigma_min, sigma_max` / `C_1, C_2, M`).
-    arch: 'SongUNet' or 'DhariwalUNet'.
+    arch: 'SongUNet' or 'DhariwalUNet' ('EDM2UNet' under 'Precond').
     arch_kwargs: the network's NVlabs constructor arguments (edmjax's are the same).
     network: the edmjax flax module built from them.
     variables: `{'params': ..., ('buffers': ...)}`, float32 NumPy arrays.
@@ -442,14 +445,16 @@ class PretrainedNetwork:
 
   @property
   def precond(self) -> str:
-    """edmjax's name of the preconditioning: 'edm', 'vp', 've' or 'iddpm'."""
-    return PRECONDITIONINGS[self.class_name]
+    """edmjax's name of the preconditioning: 'edm', 'vp', 've', 'iddpm' or 'edm2'."""
+    return "edm2" if self.class_name == EDM2_PRECOND else PRECONDITIONINGS[self.class_name]
 
   def scalings(self) -> Callable:
     """σ ↦ `edmjax.precond.Scalings` of this network (NVlabs' formulas and constants)."""
     kw = self.precond_kwargs
     if self.class_name == "EDMPrecond":
       return _edm_scalings(kw["sigma_data"])
+    if self.class_name == EDM2_PRECOND:
+      return functools.partial(precond_lib.edm2_scalings, sigma_data=kw["sigma_data"])
     if self.class_name == "VPPrecond":
       return functools.partial(precond_lib.vp_scalings, beta_d=kw["beta_d"],
                                beta_min=kw["beta_min"], M=kw["M"])
@@ -507,6 +512,9 @@ class PretrainedNetwork:
     arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.arch_kwargs.items()
             if k not in ("img_resolution", "in_channels", "out_channels", "label_dim")}
     kw = dict(self.precond_kwargs)
+    if self.class_name == EDM2_PRECOND:   # training.networks_edm2.Precond(**kwargs)
+      return dict(img_resolution=self.img_resolution, img_channels=self.img_channels,
+                  label_dim=self.label_dim, **kw, **arch)
     if self.class_name == "VPPrecond":
       kw.pop("sigma_min", None)
       kw.pop("sigma_max", None)
@@ -515,6 +523,8 @@ class PretrainedNetwork:
 
   def state_dict(self) -> "collections.OrderedDict[str, np.ndarray]":
     """NVlabs' `net.state_dict()` of this network (float32 NumPy, PyTorch layout)."""
+    if self.class_name == EDM2_PRECOND:
+      return collections.OrderedDict(edm2_unet.state_dict_from_variables(self.variables))
     sd = ednn.state_dict_from_variables(self.network, self.variables, prefix="model.")
     if self.sigma_levels is not None:
       sd["u"] = np.asarray(self.sigma_levels, np.float32)
@@ -615,7 +625,7 @@ def _make(class_name, given, arch, arch_kwargs, variables=None, state_dict=None,
 
 
 def load_network(path: str | os.PathLike, *, key: str = "ema") -> PretrainedNetwork:
-  """Loads an NVlabs/edm network pickle safely (nothing in the file is executed).
+  """Loads an NVlabs/edm or NVlabs/edm2 network pickle safely (nothing in it is executed).
 
   Args:
     path: a `.pkl` written by NVlabs/edm (`edm-*.pkl`, `baseline-*.pkl`,
@@ -629,8 +639,8 @@ def load_network(path: str | os.PathLike, *, key: str = "ema") -> PretrainedNetw
   Raises:
     RefusedPickleError: the pickle references a global the format never needs
       (named in the message); nothing was executed.
-    ValueError: another kind of file (a StyleGAN pickle, a bare state dict, an EDM2
-      `Precond`, a newer persistence format, an unknown structure), or weights that
+    ValueError: another kind of file (a StyleGAN pickle, a bare state dict, a newer
+      persistence format, an unknown structure), or weights that
       do not fit the pickled configuration; the message says what was found.
     FileNotFoundError: no such file.
   """
@@ -650,6 +660,8 @@ def load_network(path: str | os.PathLike, *, key: str = "ema") -> PretrainedNetw
     raise ValueError(f"{name!r} is a torch.save file holding {_describe(obj)}, not an "
                      "NVlabs/edm network pickle.")
   net = _find_network(_read_pickle(name), name, key)
+  if net.class_name == EDM2_PRECOND:
+    return _load_edm2(name, net, key)
   state = _module_dict(net, key)
   model = (state.get("_modules") or {}).get("model")
   if not isinstance(model, _Persistent) or model.class_name not in _ARCHS:
@@ -668,6 +680,59 @@ def load_network(path: str | os.PathLike, *, key: str = "ema") -> PretrainedNetw
   state_dict = _module_state_dict(net, where=key)
   return _make(net.class_name, attrs, model.class_name, arch_kwargs,
                state_dict=state_dict, source=net.module_src)
+
+
+def _load_edm2(name, net, key) -> PretrainedNetwork:
+  """NVlabs/edm2's `Precond(img_resolution, img_channels, label_dim, use_fp16,
+  sigma_data, logvar_channels, **unet_kwargs)` as an EDM2UNet."""
+  state = _module_dict(net, key)
+  unet = (state.get("_modules") or {}).get("unet")
+  if not isinstance(unet, _Persistent) or unet.class_name != "UNet":
+    raise ValueError(f"{name!r}: {EDM2_PRECOND}.unet is "
+                     f"{_describe(unet) if unet is not None else 'missing'}; NVlabs/edm2's "
+                     "Precond holds a UNet.")
+  if state.get("_init_args"):
+    raise ValueError(f"{name!r}: {EDM2_PRECOND} was constructed with positional "
+                     "arguments; NVlabs/edm2 passes keyword arguments only.")
+  given = {k: _plain(v) for k, v in (state.get("_init_kwargs") or {}).items()}
+  given.update({k: _plain(state[k]) for k in _EDM2_PRECOND_ARGS if k in state})
+  missing = [k for k in ("img_resolution", "img_channels") if k not in given]
+  if missing:
+    raise ValueError(f"{name!r}: {EDM2_PRECOND} lacks the attributes {missing}.")
+  precond_kwargs = dict(use_fp16=bool(given.get("use_fp16", True)),
+                        sigma_data=float(given.get("sigma_data", 0.5)))
+  arch_kwargs = {k: v for k, v in given.items() if k not in _EDM2_PRECOND_ARGS}
+  fields = {f.name for f in dataclasses.fields(ednn.EDM2UNet)} - {
+      "parent", "name", "dtype", "label_dropout", *_EDM2_PRECOND_ARGS}
+  unknown = sorted(set(arch_kwargs) - fields)
+  if unknown:
+    raise ValueError(f"{name!r}: EDM2UNet has no constructor argument(s) {unknown} "
+                     f"(NVlabs/edm2's UNet and Precond arguments are {sorted(fields)}).")
+  img_resolution, img_channels = int(given["img_resolution"]), int(given["img_channels"])
+  label_dim = int(given.get("label_dim", 0))
+  network = ednn.EDM2UNet(img_resolution=img_resolution, img_channels=img_channels,
+                          label_dim=label_dim, **arch_kwargs)
+  variables = edm2_unet.variables_from_state_dict(_module_state_dict(net, where=key))
+  f32 = jnp.float32
+  template = jax.eval_shape(
+      network.init, jax.random.key(0),
+      jax.ShapeDtypeStruct((1, img_resolution, img_resolution, img_channels), f32),
+      jax.ShapeDtypeStruct((1,), f32),
+      jax.ShapeDtypeStruct((1, label_dim), f32) if label_dim else None)
+  want = {jax.tree_util.keystr(p): tuple(v.shape)
+          for p, v in jax.tree_util.tree_flatten_with_path(template)[0]}
+  got = {jax.tree_util.keystr(p): tuple(v.shape)
+         for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
+  if want != got:
+    diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    raise ValueError(f"{name!r}: the pickled weights do not fit EDM2UNet({arch_kwargs}): "
+                     + ", ".join(f"{k} {got.get(k)} (expected {want.get(k)})"
+                                 for k in diff[:6]) + ".")
+  return PretrainedNetwork(
+      class_name=EDM2_PRECOND, precond_kwargs=precond_kwargs, arch="EDM2UNet",
+      arch_kwargs=arch_kwargs, network=network, variables=variables,
+      img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim,
+      sigma_min=0.0, sigma_max=float("inf"), source=net.module_src)
 
 
 def from_state_dict(state_dict: Mapping[str, Any], class_name: str = "EDMPrecond",

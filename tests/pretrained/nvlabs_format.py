@@ -183,7 +183,9 @@ def tensor(array, parameter=False):
   return t
 
 
-def _module_state(params, buffers, modules, attrs=None, init_kwargs=None):
+def module_state(params, buffers, modules, attrs=None, init_kwargs=None):
+  """A torch module's pickled `__dict__`: torch's bookkeeping, its tensors and children,
+  its attributes and (for a persistence object) its constructor arguments."""
   st = {k: collections.OrderedDict() for k in _TORCH_BOOKKEEPING}
   st.update(training=False, _parameters=params, _buffers=buffers, _modules=modules,
             _non_persistent_buffers_set=set(), _is_full_backward_hook=None)
@@ -221,10 +223,10 @@ def module_tree(state_dict, module_src, containers=("enc", "dec")):
     p, b, m = module_tree(sub, module_src, containers=())
     if name in containers:
       modules[name] = NewObj(Global("torch.nn.modules.container", "ModuleDict"),
-                             _module_state(p, b, m))
+                             module_state(p, b, m))
     else:
       kwargs = {"init_weight": np.float64(np.sqrt(0.2))} if "weight" in sub else {}
-      modules[name] = persistent("Module", _module_state(p, b, m, init_kwargs=kwargs),
+      modules[name] = persistent("Module", module_state(p, b, m, init_kwargs=kwargs),
                                  module_src)
   return params, buffers, modules
 
@@ -244,13 +246,13 @@ def network_pickle(class_name, precond_attrs, arch, arch_kwargs, state_dict, mod
   """
   model_sd = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
   mp, mb, mm = module_tree(model_sd, module_src)
-  model = persistent(arch, _module_state(mp, mb, mm, init_kwargs=dict(arch_kwargs)),
+  model = persistent(arch, module_state(mp, mb, mm, init_kwargs=dict(arch_kwargs)),
                      module_src)
   attrs = dict(precond_attrs)
   init_kwargs = attrs.pop("_init_kwargs", {})
   buffers = collections.OrderedDict(
       (k, tensor(v)) for k, v in state_dict.items() if not k.startswith("model."))
-  ema = persistent(class_name, _module_state(
+  ema = persistent(class_name, module_state(
       collections.OrderedDict(), buffers, collections.OrderedDict(model=model), attrs,
       init_kwargs=init_kwargs), module_src)
   return dumps(dict(ema=ema, **(extra or {})), protocol=protocol)

@@ -223,7 +223,7 @@ def test_other_kinds_of_files_are_named(tmp_path):
                      r"bare state dict of 1 tensors.*from_state_dict"),
       # NVlabs/edm2 snapshots: an EasyDict with ema = Precond over its UNet.
       "edm2": (nvlabs_format.EasyDict(ema=P("Precond", {}, ""), encoder=None),
-               r"NVlabs/edm2 `Precond`.*does not support EDM2 yet"),
+               r"Precond.unet is missing; NVlabs/edm2.s Precond holds a UNet"),
       "future": (dict(ema=nvlabs_format.Call(
           nvlabs_format.Global("torch_utils.persistence", "_reconstruct_persistent_obj"),
           dict(type="class", version=7, module_src="", class_name="EDMPrecond",
