@@ -203,8 +203,11 @@ def main(argv=None):
 
   t0 = time.time()
   say(f"reconstructing σ_rel {args.stds}")
-  reconstruct_phema.main(["--workdir", main_dir, "--std",
-                          ",".join(f"{s:g}" for s in args.stds)])
+  status = reconstruct_phema.main(["--workdir", main_dir, "--std",
+                                   ",".join(f"{s:g}" for s in args.stds)])
+  if status:
+    raise RuntimeError(f"reconstruct_phema.py failed on {main_dir!r} (exit status "
+                       f"{status}); its message is above.")
   timings["reconstruct_s"] = time.time() - t0
   nimg = main_cfg.total_steps * main_cfg.batch_size
 
