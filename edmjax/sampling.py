@@ -38,15 +38,24 @@ name                    sampler                                           NFE
 'headstart'             from an image at σ_start (needs `init`)           N or 2N − 1
 'ddpm'                  DDPM ancestral sampling, all T steps              T
 'ddim'                  DDIM (Song et al. 2021), diffusers' spacings      N
+'ode'                   adaptive diffrax solve (Tsit5, ...), per sample   adaptive (*)
 ======================  ================================================  ============
 
 (*) `nfe()` of 'dpm_adaptive' is its budget, `order × max_steps`; the evaluations it
-spends are per sample (`samplers.dpm_adaptive_sampler(..., return_info=True)`).
+spends are per sample (`samplers.dpm_adaptive_sampler(..., return_info=True)`). For
+'ode' likewise the budget, `samplers.solver_nfe(solver, max_steps) + 1`; the
+evaluations each sample spent are `stats.nfe` of `sample(..., return_trajectory=True)`,
+which returns `(samples, samplers.ODEStats)`.
 
 The table samplers take `schedule` ∈ {karras, exponential, polyexponential, vp}
 (`sigma_table`); 'dpm_fast' and 'dpm_adaptive' step uniformly or adaptively in
 λ = −log σ over the model's clipped range and take no table (a discrete model
 rounds what it is asked inside its denoiser).
+
+An 'ode' solve that exceeds `max_steps` raises from inside the program
+(`samplers.ode`). Its options are static in the spec, as every sampler's: a new rtol
+is a new spec (one trace each); `samplers.ode_sampler` itself takes traced tolerances
+and σ values.
 
 `SamplerSpec.options_of(name)` lists a sampler's options and defaults. Starting from
 an image (`init=`, SDEdit / headstart): x_0 = init + σ_0 · latents, where σ_0 is the
@@ -412,7 +421,7 @@ def sample(model, latents, key=None, spec: SamplerSpec | str | None = None, *,
       headstart): x_0 = init + σ_0 · latents. Required by 'headstart'.
     return_trajectory: also return what the sampler records per step (a
       `samplers.Trajectory` for the EDM family; the stacked states for
-      'ddpm'/'ddim').
+      'ddpm'/'ddim'; for 'ode', its per-sample `samplers.ODEStats`).
 
   Returns:
     Samples shaped like `latents` (not clipped), or `(samples, trajectory)`.
@@ -767,6 +776,27 @@ def _run_ddim(net, latents, key, o, init, traj):
   return ddpm.ddim_sampler(eps_fn, latents, betas, num_steps=o["num_steps"],
                            eta=o["eta"], key=key, spacing=o["spacing"],
                            return_trajectory=traj)
+
+
+@_register("ode",
+           {"rtol": _Opt(1e-4, _positive, "relative tolerance of the step controller"),
+            "atol": _Opt(1e-4, _positive, "absolute tolerance of the step controller"),
+            "solver": _Opt("tsit5", _choice(*samplers.ADAPTIVE_SOLVERS),
+                           "diffrax solver: " + ", ".join(samplers.ADAPTIVE_SOLVERS)),
+            "sigma_min": _RANGE["sigma_min"], "sigma_max": _RANGE["sigma_max"],
+            "dt0": _Opt(0.05, _positive, "first step, as a fraction of log(σ_max/σ_min)"),
+            "max_steps": _Opt(4096, _int_at_least(1),
+                              "most solver steps per sample (more is an error)")},
+           nfe=lambda o, T: samplers.solver_nfe(o["solver"], o["max_steps"]) + 1,
+           needs_key=_never,
+           doc="the probability-flow ODE solved adaptively (diffrax), per-sample steps")
+def _run_ode(net, latents, key, o, init, traj):
+  samplers.check_continuous(net.round_sigma, "sampler 'ode'")
+  lo, hi = net.sigma_range(o["sigma_min"], o["sigma_max"])
+  x, stats = samplers.ode_sampler(net, latents, key, rtol=o["rtol"], atol=o["atol"],
+                                  solver=o["solver"], sigma_min=lo, sigma_max=hi,
+                                  dt0=o["dt0"], max_steps=o["max_steps"], init=init)
+  return (x, stats) if traj else x
 
 
 SAMPLER_NAMES = tuple(_REGISTRY)

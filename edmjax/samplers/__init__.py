@@ -19,6 +19,9 @@ each sample noise from its own key only: with one key, sample b uses
   `dpmpp_sde_sampler`, `dpmpp_2m_sde_sampler`, `dpmpp_3m_sde_sampler`,
   `dpm_fast_sampler`, `dpm_adaptive_sampler` (DPM-Solver's single steps in
   `dpm_steps`).
+* `ode_sampler`: the probability-flow ODE solved adaptively by diffrax (Tsit5,
+  Dopri5, ...), one step-size controller per sample, returning the NFE used;
+  `solve_adaptive` is the per-sample solve it and `edmjax.likelihood` share.
 * `headstart`: start from an image u at σ_start (u + σ_start·n) and solve down
   (super-resolution's headstart, SDEdit).
 
@@ -42,6 +45,8 @@ from edmjax.samplers.dpmpp_sde import brownian_pair, dpmpp_sde_sampler
 from edmjax.samplers.lms import MAX_LMS_ORDER, lms_coefficients, lms_sampler
 from edmjax.samplers.edm import edm_sampler, solve_from
 from edmjax.samplers.from_image import headstart, headstart_nfe, headstart_sigmas
+from edmjax.samplers.ode import (ADAPTIVE_SOLVERS, ODEStats, check_continuous,
+                                 ode_sampler, per_device, solve_adaptive, solver_nfe)
 
 __all__ = [
     "SOLVERS", "Trajectory", "initial_state", "solve_from", "edm_sampler", "ablation_sampler",
@@ -51,4 +56,6 @@ __all__ = [
     "MAX_LMS_ORDER", "dpmpp_2s_ancestral_sampler", "dpmpp_sde_sampler", "brownian_pair",
     "dpmpp_2m_sde_sampler", "SDE_SOLVER_TYPES", "dpmpp_3m_sde_sampler",
     "dpm_fast_sampler", "dpm_fast_orders", "dpm_adaptive_sampler", "AdaptiveInfo",
+    "ADAPTIVE_SOLVERS", "ODEStats", "check_continuous", "ode_sampler", "per_device",
+    "solve_adaptive", "solver_nfe",
 ]
