@@ -24,9 +24,11 @@ For Gaussian data N(μ, s² I), Δ = (d/2) log((s² + σ_max²)/(s² + σ_min²)
 sum is N(x; μ, (s² + σ_min²) I) up to that prior error; the tests check each term
 and its sign against these closed forms.
 
-The divergence. `divergence='exact'`: tr ∂D/∂x by forward mode, one Jacobian-vector
-product per basis vector (d of them, batched; `chunk_size` bounds how many at once) —
-for small images (8×8: 64 products). `'hutchinson'`: tr ∂D/∂x ≈ (1/K) Σ_k v_kᵀ ∂D/∂x
+The divergence. `divergence='exact'`: tr ∂D/∂x from one Jacobian-vector product per
+basis vector (forward mode; d of them, batched; `chunk_size` bounds how many at once)
+— for small images (8×8: 64 products). Models that refuse forward mode (a custom_vjp
+inside, as edmjax.nn's CPU-tuned conv2d) get vector-Jacobian products instead
+(`autodiff`), the same numbers. `'hutchinson'`: tr ∂D/∂x ≈ (1/K) Σ_k v_kᵀ ∂D/∂x
 v_k with K = `num_probes` probes per sample drawn once and kept for the whole solve
 (Hutchinson 1989; FFJORD), Rademacher (±1) or Gaussian; E[v vᵀ] = I makes it unbiased
 for each sample's log-density. The identity part d is exact in both.
@@ -67,12 +69,13 @@ from edmjax import sampling
 from edmjax.model import EpsModel
 from edmjax.samplers import ode
 
-__all__ = ["DIVERGENCES", "PROBES", "Likelihood", "log_likelihood", "prior_log_density",
+__all__ = ["DIVERGENCES", "PROBES", "AUTODIFF", "Likelihood", "log_likelihood", "prior_log_density",
            "dequantize", "BIN_WIDTH", "bits_per_dim"]
 
 Array = Any
 
 DIVERGENCES = ("exact", "hutchinson")
+AUTODIFF = ("auto", "forward", "reverse")
 PROBES = ("rademacher", "gaussian")
 BIN_WIDTH = 2.0 / 255.0  # one 8-bit level in [-1, 1] (x/127.5 − 1)
 _DEQUANTIZE = 0   # fold_in data of a sample's dequantization noise (bits_per_dim)
@@ -128,7 +131,8 @@ def log_likelihood(denoise, x, key=None, *, sigma_min=0.002, sigma_max=80.0,
                    divergence: str = "exact", num_probes: int = 1,
                    probe: str = "rademacher", rtol=1e-5, atol=1e-5,
                    solver: str = "tsit5", dt0=ode.DEFAULT_DT0, max_steps: int = 4096,
-                   chunk_size: int | None = None, class_labels=None,
+                   chunk_size: int | None = None, autodiff: str = "auto",
+                   class_labels=None,
                    throw: bool = True, return_parts: bool = False):
   """Per-sample log-density, in nats, of `x` under the model's density at σ_min.
 
@@ -150,8 +154,11 @@ def log_likelihood(denoise, x, key=None, *, sigma_min=0.002, sigma_max=80.0,
     solver: one of `edmjax.samplers.ode.ADAPTIVE_SOLVERS`.
     dt0: the first step as a fraction of log(σ_max/σ_min).
     max_steps: the most steps per sample (static).
-    chunk_size: for 'exact', how many basis vectors go through the network at
-      once (None: all d).
+    chunk_size: how many basis vectors (or probes) go through the network at
+      once (None: all).
+    autodiff: 'forward' (Jacobian-vector products), 'reverse' (vector-Jacobian
+      products; for models with a custom_vjp inside, e.g. edmjax.nn's conv2d), or
+      'auto': forward mode where the model allows it, else reverse.
     class_labels: labels for a class-conditional model (see `sampling.sample`).
     throw: raise when a solve does not finish; False gives NaN for those samples
       (and `stats.success` False with return_parts).
@@ -167,6 +174,7 @@ def log_likelihood(denoise, x, key=None, *, sigma_min=0.002, sigma_max=80.0,
   _checks.check_nhwc("x", x)
   _checks.check_choice("divergence", divergence, DIVERGENCES)
   _checks.check_choice("probe", probe, PROBES)
+  _checks.check_choice("autodiff", autodiff, AUTODIFF)
   _checks.check_int_at_least("num_probes", num_probes, 1)
   if chunk_size is not None:
     _checks.check_int_at_least("chunk_size", chunk_size, 1)
@@ -187,26 +195,42 @@ def log_likelihood(denoise, x, key=None, *, sigma_min=0.002, sigma_max=80.0,
   lo = jnp.asarray(lo, dtype)
   hi = jnp.asarray(hi, dtype)
 
-  def trace_exact(y, sigma):
-    """(D(y), tr ∂D/∂y per sample) from d forward-mode products with the basis vectors
-    (each basis vector in every sample at once: rows do not depend on each other)."""
+  forward = _forward_mode(net, x, autodiff)
+
+  def products(y, sigma, count, vector, reduce):
+    """(D(y), [reduce(i, J vᵢ) or reduce(i, vᵢᵀ J) for i < count]), J = ∂D/∂y.
+
+    vector(i) is one direction for every sample at once (B, H, W, C): rows of the
+    batch do not depend on each other, so row b of the product is sample b's.
+    reduce(i, product) → (B,) keeps only what is needed, so memory stays at B·count.
+    """
     den = lambda v: jnp.asarray(net(v, sigma)).astype(dtype)
-    basis = jnp.eye(d, dtype=dtype).reshape((d, 1) + shape)
-    f = lambda e: jax.jvp(den, (y,), (jnp.broadcast_to(e, y.shape),))
-    if chunk_size is None or chunk_size >= d:
-      outs, tangents = jax.vmap(f)(basis)
+    if forward:
+      out, apply = jax.linearize(den, y)
     else:
-      outs, tangents = jax.lax.map(f, basis, batch_size=chunk_size)
-    diag = jnp.einsum("ibi->b", tangents.reshape(d, -1, d))      # Σ_i (∂D/∂y)_ii
-    return outs[0], diag
+      out, pullback = jax.vjp(den, y)
+      apply = lambda v: pullback(v)[0]
+    f = lambda i: reduce(i, apply(vector(i)))
+    index = jnp.arange(count)
+    if chunk_size is None or chunk_size >= count:
+      return out, jax.vmap(f)(index)                          # (count, B)
+    return out, jax.lax.map(f, index, batch_size=chunk_size)
+
+  def trace_exact(y, sigma):
+    """(D(y), tr ∂D/∂y per sample) from d products with the basis vectors e_i."""
+    batch = y.shape[0]
+    basis = lambda i: jnp.broadcast_to(
+        jax.nn.one_hot(i, d, dtype=dtype).reshape((1,) + shape), y.shape)
+    entry = lambda i, prod: prod.reshape(batch, d)[:, i]      # (J e_i)_i = J_ii
+    out, diag = products(y, sigma, d, basis, entry)
+    return out, jnp.sum(diag, axis=0)
 
   def trace_hutchinson(y, sigma, probes):
     """(D(y), (1/K) Σ_k v_kᵀ ∂D/∂y v_k per sample)."""
-    den = lambda v: jnp.asarray(net(v, sigma)).astype(dtype)
-    f = lambda v: jax.jvp(den, (y,), (v,))
-    outs, tangents = jax.vmap(f, in_axes=1)(probes)            # (K, B, H, W, C)
-    quad = jnp.sum(tangents * jnp.swapaxes(probes, 0, 1), axis=(2, 3, 4))
-    return outs[0], jnp.mean(quad, axis=0)
+    probe_k = lambda k: probes[:, k]
+    quad = lambda k, prod: jnp.sum(prod * probes[:, k], axis=(1, 2, 3))
+    out, quads = products(y, sigma, num_probes, probe_k, quad)
+    return out, jnp.mean(quads, axis=0)
 
   def field(u, state, probes):
     y, _ = state
@@ -230,6 +254,30 @@ def log_likelihood(denoise, x, key=None, *, sigma_min=0.002, sigma_max=80.0,
     return Likelihood(log_density=logp, prior=prior, delta=delta, latent=z,
                       stats=stats)
   return logp
+
+
+def _forward_mode(net, x, autodiff: str) -> bool:
+  """Whether to differentiate the denoiser in forward mode (Jacobian-vector products).
+
+  'auto' uses forward mode unless the model refuses it: a `jax.custom_vjp` inside
+  (edmjax.nn's `conv2d`, whose weight gradient is hand-written for XLA:CPU, is one)
+  has no forward-mode rule; reverse mode (vector-Jacobian products) then gives the
+  same numbers at about twice the cost per product.
+  """
+  if autodiff != "auto":
+    return autodiff == "forward"
+  sigma = jnp.ones((x.shape[0],), x.dtype)
+
+  def probe(y):   # as `products` uses it: linearize, then map over directions
+    return jax.vmap(jax.linearize(lambda v: net(v, sigma), y)[1])(y[None])
+
+  try:
+    jax.eval_shape(probe, x)
+  except TypeError as e:
+    if "custom_vjp" not in str(e):
+      raise
+    return False
+  return True
 
 
 def _sigma_range(net, sigma_min, sigma_max):
