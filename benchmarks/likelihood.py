@@ -43,7 +43,6 @@ def parse_args(argv=None):
 
 
 def _model(workdir):
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from edmjax import data, oracle  # pylint: disable=g-import-not-at-top
   digits = data.load_digits()
@@ -54,16 +53,10 @@ def _model(workdir):
     den = oracle.gmm_denoiser(jnp.asarray(means), jnp.full((10,), 0.2),
                               jnp.asarray(w, jnp.float32))
     return (lambda variables: den), None, digits.images[-97:], "GMM oracle (10 comps)"
-  from edmjax.train import loop, models  # pylint: disable=g-import-not-at-top
-  cfg, built, state = loop.load_state(workdir)
-  variables = {"params": state.ema_params, **state.buffers}
-  dtype = models.compute_dtype(cfg.net)
-
-  def make(variables):
-    return models.make_model_denoiser(built.model, variables, cfg.loss, dtype=dtype)
-
+  from edmjax.train import loop  # pylint: disable=g-import-not-at-top
+  cfg, _, info = loop.load_run(workdir)
   heldout = digits.images[-cfg.data.holdout:]
-  return make, jax.device_get(variables), heldout, f"trained run {workdir}"
+  return info.model_fn, info.variables, heldout, f"trained run {workdir}"
 
 
 def main(argv=None):

@@ -69,6 +69,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import bcast
 from edmjax import _checks
 from edmjax import ddpm
 from edmjax import keys as keys_lib
@@ -76,7 +77,7 @@ from edmjax import sampling
 from edmjax.model import Denoiser, EpsModel
 
 __all__ = ["sdedit", "inpaint", "inpainting_model", "broadcast_mask", "repaint_schedule",
-           "RESAMPLE_SAMPLERS"]
+           "starting_at", "from_uint8", "to_uint8", "RESAMPLE_SAMPLERS"]
 
 RESAMPLE_SAMPLERS = ("edm", "heun", "euler")
 _NO_INIT = ("ddpm", "ddim")
@@ -90,6 +91,18 @@ def _spec(spec):
   return spec
 
 
+def from_uint8(images_uint8) -> np.ndarray:
+  """8-bit images (0..255) as float32 in [-1, 1]: x/127.5 − 1 (NVlabs' mapping)."""
+  return np.asarray(images_uint8, np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images) -> np.ndarray:
+  """Images in [-1, 1] to 8 bits, round((x + 1)·127.5) clipped: the inverse of
+  `from_uint8` (an 8-bit image survives the round trip exactly)."""
+  return np.clip(np.rint((np.asarray(images, np.float64) + 1) * 127.5), 0, 255).astype(
+      np.uint8)
+
+
 def _float_images(images):
   _checks.check_nhwc("images", images)
   images = jnp.asarray(images)
@@ -100,6 +113,29 @@ def _float_images(images):
 
 
 # ----------------------------------------------------------------------------- SDEdit
+
+
+def starting_at(spec, sigma_start: float) -> sampling.SamplerSpec:
+  """`spec` with its top noise level at σ_start: headstart's `sigma_start`, every other
+  image-starting sampler's `sigma_max`.
+
+  Raises:
+    ValueError: a sampler that cannot start from an image ('ddpm', 'ddim'), or
+      σ_start not above the spec's σ_min.
+  """
+  spec = _spec(spec)
+  _checks.check_positive("sigma_start", sigma_start)
+  sigma_start = float(sigma_start)
+  if spec.name in _NO_INIT:
+    raise ValueError(f"sampler {spec.name!r} does not start from an image; SDEdit needs "
+                     "one that does (e.g. 'edm', 'heun', 'dpmpp_2m', 'ode', 'headstart').")
+  field = "sigma_start" if spec.name == "headstart" else "sigma_max"
+  lo = spec.get("sigma_min")
+  one_step = spec.name == "headstart" and spec.get("num_steps") == 1
+  if lo is not None and not one_step and not sigma_start > lo:
+    raise ValueError(f"sigma_start={sigma_start!r} must be above the sampler's "
+                     f"sigma_min={lo!r}.")
+  return spec.replace(**{field: sigma_start})
 
 
 def sdedit(model, images, key, sigma_start: float, *, spec=None, class_labels=None):
@@ -129,18 +165,7 @@ def sdedit(model, images, key, sigma_start: float, *, spec=None, class_labels=No
   spec = _spec(spec)
   images = _float_images(images)
   keys_lib.check_key_given(key, "sdedit (its starting noise)")
-  _checks.check_positive("sigma_start", sigma_start)
-  sigma_start = float(sigma_start)
-  if spec.name in _NO_INIT:
-    raise ValueError(f"sampler {spec.name!r} does not start from an image; SDEdit needs "
-                     "one that does (e.g. 'edm', 'heun', 'dpmpp_2m', 'ode', 'headstart').")
-  field = "sigma_start" if spec.name == "headstart" else "sigma_max"
-  lo = spec.get("sigma_min")
-  if lo is not None and not (spec.name == "headstart" and spec.get("num_steps") == 1) \
-      and not sigma_start > lo:
-    raise ValueError(f"sigma_start={sigma_start!r} must be above the sampler's "
-                     f"sigma_min={lo!r}.")
-  spec = spec.replace(**{field: sigma_start})
+  spec = starting_at(spec, sigma_start)
   latents = keys_lib.start_noise(key, images)
   return sampling.sample(model, latents, key, spec, class_labels=class_labels,
                          init=images)
@@ -204,8 +229,8 @@ def _pinned_eps(eps: EpsModel, images, m) -> EpsModel:
   tables = ddpm.ddpm_tables(eps.betas)
 
   def fn(x_t, t):
-    a = jnp.asarray(tables.sqrt_alpha_bars, x_t.dtype)[t].reshape(-1, 1, 1, 1)
-    b = jnp.asarray(tables.sqrt_one_minus_alpha_bars, x_t.dtype)[t].reshape(-1, 1, 1, 1)
+    a = bcast(jnp.asarray(tables.sqrt_alpha_bars, x_t.dtype)[t])
+    b = bcast(jnp.asarray(tables.sqrt_one_minus_alpha_bars, x_t.dtype)[t])
     known = (x_t - a * images.astype(x_t.dtype)) / b
     mx = m.astype(x_t.dtype)
     return mx * known + (1 - mx) * jnp.asarray(eps(x_t, t)).astype(x_t.dtype)
@@ -245,7 +270,7 @@ def repaint_schedule(num_steps: int, resample: int, jump: int) -> np.ndarray:
 
 
 def inpaint(model, images, mask, key, *, spec=None, resample: int = 1, jump: int = 1,
-            class_labels=None):
+            sigma_start: float | None = None, class_labels=None):
   """Inpainting: generate the pixels where `mask` is 0, keep those where it is 1.
 
   With resample = 1, `sampling.sample(inpainting_model(model, images, mask),
@@ -266,6 +291,9 @@ def inpaint(model, images, mask, key, *, spec=None, resample: int = 1, jump: int
     resample: RePaint's U (1: no resampling); U > 1 needs a sampler of
       `RESAMPLE_SAMPLERS` without churn.
     jump: RePaint's jump length j in levels of the σ table.
+    sigma_start: None generates the masked pixels from noise (the spec's σ_max);
+      a level σ_start regenerates them SDEdit-style from the image itself, x_0 =
+      images + σ_start · n, keeping more of what was there (`starting_at`).
     class_labels: labels for a class-conditional model.
 
   Returns:
@@ -282,13 +310,16 @@ def inpaint(model, images, mask, key, *, spec=None, resample: int = 1, jump: int
   _checks.check_int_at_least("jump", jump, 1)
   if resample > 1:
     _checks.check_choice("sampler (with resample > 1)", spec.name, RESAMPLE_SAMPLERS)
+  if sigma_start is not None:
+    spec = starting_at(spec, sigma_start)
   pinned = inpainting_model(model, images, m, class_labels)
   latents = keys_lib.start_noise(key, images)
+  init = images if sigma_start is not None else m * images
   if resample == 1:
-    init = None if spec.name in _NO_INIT else m * images
-    x = sampling.sample(pinned, latents, key, spec, init=init)
+    x = sampling.sample(pinned, latents, key, spec,
+                        init=None if spec.name in _NO_INIT else init)
   else:
-    x = _repaint_walk(pinned, m * images, latents, key, spec, resample, jump)
+    x = _repaint_walk(pinned, init, latents, key, spec, resample, jump)
   return m * images + (1 - m) * x
 
 

@@ -57,12 +57,13 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edmjax._arrays import Array
 from edmjax import _checks
 from edmjax import keys as keys_lib
 from edmjax import sampling
@@ -72,7 +73,6 @@ from edmjax.samplers import ode
 __all__ = ["DIVERGENCES", "PROBES", "AUTODIFF", "Likelihood", "log_likelihood", "prior_log_density",
            "dequantize", "BIN_WIDTH", "bits_per_dim"]
 
-Array = Any
 
 DIVERGENCES = ("exact", "hutchinson")
 AUTODIFF = ("auto", "forward", "reverse")

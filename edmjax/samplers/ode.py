@@ -64,7 +64,7 @@ atol, σ_min, σ_max and dt0 may be traced, so changing them does not recompile.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -72,13 +72,13 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from edmjax._arrays import Array, bcast
 from edmjax import _checks
 from edmjax.samplers import _common
 
 __all__ = ["ADAPTIVE_SOLVERS", "ODEStats", "solver_nfe", "solve_adaptive",
            "ode_sampler", "per_device", "check_continuous"]
 
-Array = Any
 
 _SOLVER_CLASSES = {
     "tsit5": diffrax.Tsit5,
@@ -267,10 +267,6 @@ def check_continuous(round_sigma, what: str) -> None:
         "network). Use a fixed-step sampler (e.g. 'edm' or 'ddim') instead.")
 
 
-def _bcast(v):
-  return jnp.reshape(v, (-1, 1, 1, 1))
-
-
 def ode_sampler(denoise, latents, key=None, *, rtol=1e-4, atol=1e-4, solver="tsit5",
                 sigma_min=0.002, sigma_max=80.0, dt0=DEFAULT_DT0, max_steps: int = 4096,
                 denoise_to_zero: bool = True, throw: bool = True, round_sigma=None,
@@ -340,19 +336,20 @@ def ode_sampler(denoise, latents, key=None, *, rtol=1e-4, atol=1e-4, solver="tsi
     x = _common.call_denoiser(denoise, x, sigma_min)
     stats = stats._replace(nfe=stats.nfe + 1)
   if not throw:
-    x = jnp.where(_bcast(stats.success), x, jnp.asarray(math.nan, dtype))
+    x = jnp.where(bcast(stats.success), x, jnp.asarray(math.nan, dtype))
   return x, stats
 
 
-def per_device(fn: Callable, mesh, axis: str = "data") -> Callable:
-  """`fn(*batched_args)` run by each device on its own rows, with no collective.
+def per_device(fn: Callable, mesh, axis: str = "data", *, replicated: int = 0) -> Callable:
+  """`fn(*args)` run by each device on its own rows, with no collective.
 
-  `jax.shard_map` over `axis`: every positional argument and every output is split
-  on its leading (batch) axis, so each device runs its own adaptive loops over its
-  rows and finishes when its own slowest sample does; the devices never wait on
-  each other inside the solve (what k-diffusion's issue #79 hit with per-rank
-  adaptive solves under torch.distributed). Arguments that are not batched should
-  be closed over. The batch must divide evenly over the mesh's `axis`.
+  `jax.shard_map` over `axis`: the positional arguments after the first `replicated`
+  ones, and every output, are split on their leading (batch) axis; the first
+  `replicated` arguments (e.g. the network's weights) are whole on every device. Each
+  device runs its own adaptive loops over its rows and finishes when its own slowest
+  sample does; the devices never wait on each other inside the solve (what
+  k-diffusion's issue #79 hit with per-rank adaptive solves under
+  torch.distributed). The batch must divide evenly over the mesh's `axis`.
 
   Example:
     >>> import jax
@@ -362,5 +359,14 @@ def per_device(fn: Callable, mesh, axis: str = "data") -> Callable:
     >>> run = jax.jit(per_device(lambda z: ode_sampler(denoise, z), mesh))
     >>> x, stats = run(jax.random.normal(jax.random.key(0), (2, 4, 4, 1)))
   """
-  return jax.shard_map(fn, mesh=mesh, in_specs=P(axis), out_specs=P(axis),
-                       check_vma=False)
+  _checks.check_int_at_least("replicated", replicated, 0)
+
+  def run(*args):
+    if len(args) < replicated:
+      raise ValueError(f"per_device: {len(args)} arguments, fewer than replicated="
+                       f"{replicated}.")
+    specs = (P(),) * replicated + (P(axis),) * (len(args) - replicated)
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(axis),
+                         check_vma=False)(*args)
+
+  return run
