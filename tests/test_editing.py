@@ -129,12 +129,14 @@ def test_repaint_schedule():
 
 def test_sdedit_stays_near_at_small_sigma_and_forgets_at_sigma_max():
   den = oracle.gaussian_denoiser(0.0, 0.5)
-  k = jax.random.key(4)
   a = 0.5 * jax.random.normal(jax.random.key(5), (64, 8, 8, 1))
   b = 0.5 * jax.random.normal(jax.random.key(6), (64, 8, 8, 1))
+  # One batch [a; b] whose rows i and 64 + i share a key, hence their noise.
+  k = keys.per_sample_keys(jax.random.key(4), 64)
+  ab, k = jnp.concatenate([a, b]), jnp.concatenate([k, k])
   rms = lambda u, v: float(jnp.sqrt(jnp.mean((u - v) ** 2)))
 
-  def edits(a, b, k):
+  def edits(ab, k):
     out = {}
     for name in ("edm", "ode", "headstart"):
       spec = sampling.SamplerSpec(name) if name == "ode" else sampling.SamplerSpec(
@@ -142,18 +144,17 @@ def test_sdedit_stays_near_at_small_sigma_and_forgets_at_sigma_max():
       for s in (0.05, 80.0):
         if name == "headstart" and s == 80.0:
           continue
-        out[name, s] = (editing.sdedit(den, a, k, s, spec=spec),
-                        editing.sdedit(den, b, k, s, spec=spec))
+        out[name, s] = editing.sdedit(den, ab, k, s, spec=spec)
     return out
 
-  out = jax.jit(edits)(a, b, k)
+  out = jax.jit(edits)(ab, k)
   for name in ("edm", "ode", "headstart"):
-    near_a, near_b = out[name, 0.05]
+    near_a, near_b = out[name, 0.05][:64], out[name, 0.05][64:]
     # Small σ_start: about σ_start·s/√(s² + σ²) of noise is left, relative to the
     # images' spread of 0.5.
     assert rms(near_a, a) < 0.06 and rms(near_b, b) < 0.06, name
   for name in ("edm", "ode"):
-    far_a, far_b = out[name, 80.0]
+    far_a, far_b = out[name, 80.0][:64], out[name, 80.0][64:]
     # σ_start = σ_max: the same noise gives (almost) the same image from either
     # input; the input's weight is s/σ_max ≈ 0.6%.
     assert rms(far_a, far_b) < 0.01 * rms(a, b), name
