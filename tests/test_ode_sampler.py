@@ -163,8 +163,9 @@ def test_registry_ode_is_the_function():
   (x, stats), (want, want_stats) = jax.jit(both)(z)
   np.testing.assert_array_equal(np.asarray(x), np.asarray(want))
   np.testing.assert_array_equal(np.asarray(stats.nfe), np.asarray(want_stats.nfe))
-  with pytest.raises(ValueError, match="adaptive"):
-    spec.nfe()
+  # nfe() is the budget (as for 'dpm_adaptive'); each sample spends its own share.
+  assert spec.nfe() == ode.solver_nfe("dopri5", 4096) + 1
+  assert np.all(np.asarray(stats.nfe) < spec.nfe())
   with pytest.raises(ValueError, match="solver='rk4'"):
     sampling.SamplerSpec("ode", solver="rk4")
   with pytest.raises(ValueError, match="round_sigma"):
