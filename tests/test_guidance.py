@@ -45,6 +45,7 @@ SPECS = {
     "headstart": sampling.SamplerSpec("headstart", num_steps=3, sigma_start=2.0),
     "ddpm": sampling.SamplerSpec("ddpm", T=20),
     "ddim": sampling.SamplerSpec("ddim", num_steps=5, T=20),
+    "ode": sampling.SamplerSpec("ode", rtol=1e-3, atol=1e-3),
 }
 
 
