@@ -22,6 +22,10 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
+import sample  # noqa: E402  pylint: disable=wrong-import-position  (check_writable)
+
 EXAMPLES = """
 Examples:
   python experiments/edit.py in.png out.png --workdir out/digits_edm --sigma-start 2.0
@@ -54,9 +58,11 @@ def _read_png(p, path, what, shape):
   return np.asarray(image, np.uint8).reshape(h, w, c)
 
 
+@cli.entry_point
 def main(argv=None):
   from edmjax import editing, sampling  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("input", metavar="IN.png", help="the image to edit")
   p.add_argument("output", metavar="OUT.png", help="where to write the result")
   p.add_argument("--workdir", required=True, metavar="DIR", help="training work directory")
@@ -99,6 +105,7 @@ def main(argv=None):
   if not os.path.exists(os.path.join(args.workdir, "config.json")):
     p.error(f"--workdir {args.workdir!r} has no config.json; pass a work directory of "
             "experiments/train.py")
+  sample.check_writable(os.path.dirname(os.path.abspath(args.output)), "OUT.png")
   try:
     if args.sigma_start is not None:
       editing.starting_at(spec, args.sigma_start)

@@ -1,15 +1,16 @@
 """Bits/dim of a trained run on its held-out images, through the probability-flow ODE.
 
 Thin driver: loads the run for evaluation (edmjax.train.loop.load_run: config and EMA
-weights), takes the images the training loop held out (the last `data.holdout`
-examples of the run's data set; or `--images train`, the first ones it trained on),
-as 8 bits (round((x + 1)·127.5): exact for 8-bit data sets; for the 17-level digits an
-8-bit rendition of them), and evaluates edmjax.likelihood.bits_per_dim on each: uniform
-dequantization, log p(z) at σ_min from an adaptive ODE solve (exact divergence or
-Hutchinson's estimate), + log₂ 127.5 for the 8-bit bin. Image i's dequantization
-noise and probes come from fold_in(key(--seed), i), so its value does not depend on
---batch or the device count. Each batch is split over one JAX CPU device per core (or
-every accelerator), each device solving its rows on its own (samplers.per_device).
+weights), takes the images the training loop held out (its `data.holdout` examples,
+`data.split_holdout`'s stratified seeded sample; or `--images train`, the first ones
+it trained on), as 8 bits (round((x + 1)·127.5): exact for 8-bit data sets; for the
+17-level digits an 8-bit rendition of them), and evaluates
+edmjax.likelihood.bits_per_dim on each: uniform dequantization, log p(z) at σ_min from
+an adaptive ODE solve (exact divergence or Hutchinson's estimate), + log₂ 127.5 for
+the 8-bit bin. Image i's dequantization noise and probes come from
+fold_in(key(--seed), i), so its value does not depend on --batch or the device count.
+Each batch is split over one JAX CPU device per core (or every accelerator), each
+device solving its rows on its own (samplers.per_device).
 
 Writes a JSON report (default WORKDIR/likelihood.json): the mean bits/dim, its
 standard error over images, the NFE per image (mean, min, max), every option and the
@@ -24,6 +25,10 @@ import math
 import os
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from edmjax import cli  # noqa: E402  pylint: disable=wrong-import-position
+import sample  # noqa: E402  pylint: disable=wrong-import-position  (check_writable)
 
 EXAMPLES = """
 Examples:
@@ -44,6 +49,7 @@ def parse_args(argv=None):
   from edmjax import likelihood  # pylint: disable=g-import-not-at-top
   from edmjax.samplers import ode  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__ + EXAMPLES, formatter_class=_Formatter)
+  cli.add_debug_option(p)
   p.add_argument("--workdir", required=True, metavar="DIR", help="training work directory")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
   p.add_argument("--images", default="heldout", choices=("heldout", "train"),
@@ -103,6 +109,7 @@ def _plan(args, cfg):
   return n
 
 
+@cli.entry_point
 def main(argv=None):
   p, args = parse_args(argv)
   from edmjax.train import loop, parallel  # pylint: disable=g-import-not-at-top
@@ -117,6 +124,7 @@ def main(argv=None):
   plan = {"workdir": args.workdir, "data": cfg.data.name, "images": args.images,
           "num_images": n, "batch": args.batch, **options,
           "out": args.out or os.path.join(args.workdir, "likelihood.json")}
+  sample.check_writable(os.path.dirname(os.path.abspath(plan["out"])), "--out")
   if args.dry_run:
     print(json.dumps(plan, indent=2))
     return 0

@@ -1,8 +1,8 @@
 """experiments/likelihood.py and experiments/edit.py on a tiny run, through main(argv).
 
-Facts: likelihood.py reports the mean, standard error and NFE of exactly what
-`likelihood.bits_per_dim` gives for the run's held-out images with per-image keys
-(so --batch does not change a value); edit.py returns the kept pixels of IN.png
+Facts: likelihood.py reports the mean, standard error and NFE of what
+`likelihood.bits_per_dim` gives for the run's held-out images with per-image keys, in
+one batch, to the solves' tolerance (so --batch does not change a value); edit.py returns the kept pixels of IN.png
 bit for bit and edits only the masked ones, and SDEdit at a small σ_start stays near
 the input; bad input exits with status 2 and a message naming the option, before
 anything is loaded.
@@ -33,20 +33,21 @@ CACHE = os.path.join(tempfile.gettempdir(), "edmjax-test-jax-cache")
 jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
-FAST = ["--rtol", "1e-2", "--atol", "1e-2", "--no-progress", "--cpu-devices", "0"]
+TOL = 1e-3
+FAST = ["--rtol", str(TOL), "--atol", str(TOL), "--no-progress", "--cpu-devices", "0"]
 
 
 def _make_run(workdir):
-  """An EDM run on the digits with 6 images held out, its initial weights saved as
-  the checkpoint of step 0: the scripts read any checkpoint, and no train step is
-  compiled."""
+  """An EDM run on the digits with 6 images held out, stopped before its first step,
+  its initial weights saved as the checkpoint of step 0: the scripts read any
+  checkpoint, and no train step is compiled."""
   cfg = C.TrainConfig(
       net=C.NetConfig(model_channels=8, channel_mult=(1, 2), num_blocks=1,
                       attn_resolutions=(), dropout=0.0),
       data=C.DataConfig(name="digits", holdout=6),
       loss=C.LossConfig(objective="edm", sigma_data=0.75),
-      sample=C.SampleConfig(num_images=0), batch_size=16, total_steps=0)
-  result = loop.train(cfg, workdir, progress=False, log=None)
+      sample=C.SampleConfig(num_images=0), batch_size=16, total_steps=1)
+  result = loop.train(cfg, workdir, stop_at_step=0, progress=False, log=None)
   manager = checkpoint.make_manager(workdir, keep=1)
   checkpoint.save(manager, 0, result.state)
   checkpoint.close(manager)
@@ -90,9 +91,12 @@ def test_likelihood_report_is_bits_per_dim_of_the_heldout_images(run, tmp_path):
   cfg, model, _ = loop.load_run(run)
   images = editing.to_uint8(loop.load_data(cfg).heldout[:5])
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.arange(5))
-  want = likelihood.bits_per_dim(model, images, keys, divergence="hutchinson", rtol=1e-2,
-                                 atol=1e-2)
-  np.testing.assert_allclose(per_image, np.asarray(want), rtol=1e-5)
+  want = likelihood.bits_per_dim(model, images, keys, divergence="hutchinson", rtol=TOL,
+                                 atol=TOL)
+  # To the solves' tolerance: the script's device split (one image per device here)
+  # rounds the net's convolutions differently, which can move an adaptive step
+  # (measured: 3 of 5 equal to 1e-6, 2 off by 1.9e-5 relative at rtol 1e-2).
+  np.testing.assert_allclose(per_image, np.asarray(want), rtol=TOL)
 
 
 def test_likelihood_dry_run_help_and_bad_input(run, capsys):
@@ -109,6 +113,9 @@ def test_likelihood_dry_run_help_and_bad_input(run, capsys):
     with pytest.raises(SystemExit) as e:
       likelihood_cli.main(["--workdir", run, *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:       # checked before the run is restored
+    likelihood_cli.main(["--workdir", run, "--out", "/sys/edmjax-test-out/r.json"])
+  assert e.value.code == 2 and "--out: cannot write into" in capsys.readouterr().err
   with pytest.raises(SystemExit) as e:
     likelihood_cli.main(["--workdir", os.path.dirname(run)])
   assert e.value.code == 2 and "config.json" in capsys.readouterr().err
@@ -159,6 +166,9 @@ def test_edit_help_dry_run_and_bad_input_exits_2_naming_it(run, tmp_path, capsys
       edit.main(argv)
     assert e.value.code == 2, argv
     assert message in capsys.readouterr().err, argv
+  with pytest.raises(SystemExit) as e:
+    edit.main([src, "/sys/edmjax-test-out/out.png", "--workdir", run, "--sigma-start", "1"])
+  assert e.value.code == 2 and "OUT.png: cannot write into" in capsys.readouterr().err
   assert edit.main([src, out, "--workdir", run, "--sigma-start", "1", "--dry-run"]) == 0
   assert json.loads(capsys.readouterr().out)["edit"] == "sdedit"
   assert not os.path.exists(out)
