@@ -25,6 +25,18 @@ handle the weight gradient well); the environment variable `EDMJAX_CONV_WEIGHT_G
 (`xla` or `chunked`), read at trace time, overrides that choice for every `"auto"` call,
 which is how `benchmarks/train_step.py --weight-grad` compares the two. The two modes
 agree to float rounding.
+
+Threads: on one XLA:CPU device (jaxlib 0.10) a convolution runs on one core. XLA:CPU
+hands every float32 NHWC convolution with more than 16 channels to YNNPACK (a
+`__ynn_fusion` in the compiled program), which runs it on the calling thread, and its
+runtime executes the program's operations one after another; only elementwise loop
+fusions and YNNPACK's matrix products use the other cores. That is why one device
+samples at half the speed of two (`benchmarks/RESULTS.md`). Neither the dimension
+numbers nor the kernel layout change that (XLA canonicalises them before YNNPACK
+claims the convolution). `--xla_cpu_experimental_ynn_fusion_type=` (no YNNPACK)
+gives Eigen's convolution, which does use every core, but it changes results at
+float rounding and makes a training step's gradients about 2x slower per CPU-second;
+the library does not set it.
 """
 
 from __future__ import annotations
