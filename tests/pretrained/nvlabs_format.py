@@ -17,7 +17,7 @@ opcode where it matters to a reader:
   legacy `torch.save` stream of that storage.
 
 Globals are written by name and never imported, so this module needs neither torch
-nor NVlabs' code. It is also imported by `make_fixtures.py` (run with torch) to
+nor NVlabs' code. It is also imported by `make_pickle_fixtures.py` (run with torch) to
 generate the same random weights on both sides: `random_weights`.
 """
 

@@ -2,7 +2,7 @@
 
 The pickles are written by `nvlabs_format` (NVlabs' format, no torch) with weights
 from the fixture `nvlabs_denoisers.npz`, whose outputs NVlabs/edm's own networks
-produced from the same weights (`make_fixtures.py`). Every persistence object carries
+produced from the same weights (`make_pickle_fixtures.py`). Every persistence object carries
 a source text that would create a flag file and raise if it were ever executed.
 """
 
@@ -267,7 +267,7 @@ def test_weights_that_do_not_fit_the_configuration_are_named(tmp_path):
 
 # ----------------------------------------------------------------------------- NVlabs' code
 
-SAMPLE_SPECS = {  # make_fixtures.SAMPLES in edmjax's terms
+SAMPLE_SPECS = {  # make_pickle_fixtures.SAMPLES in edmjax's terms
     "edm": sampling.SamplerSpec("edm", num_steps=4),
     "ablation_vp": sampling.SamplerSpec("ablation", num_steps=4, solver="euler",
                                         discretization="vp", schedule="vp", scaling="vp"),
@@ -285,7 +285,7 @@ def test_pickles_written_by_nvlabs_code(tmp_path):
   """NVlabs' own pickles load and sample as NVlabs' generate.py samplers do; NVlabs
   loads edmjax's state dicts back (strict); and rerunning the fixture script
   reproduces the committed fixture bit for bit."""
-  script = str(HERE / "make_fixtures.py")
+  script = str(HERE / "make_pickle_fixtures.py")
   subprocess.run([_TORCH_PYTHON, script, "--edm", _NVLABS_EDM, "--fixture",
                   str(tmp_path / "again.npz")], check=True, capture_output=True)
   again = np.load(tmp_path / "again.npz")

@@ -126,6 +126,9 @@ def test_load_run_reads_no_data(runs, monkeypatch):
 
 
 def test_ddpm_run_with_every_edm_sampler_stays_on_its_table(runs):
+  # Samplers with a σ table (`num_steps`) step on the DDPM levels; 'dpm_fast' and
+  # 'dpm_adaptive' step in λ = −log σ over the clipped range and take no table (the
+  # model rounds inside its denoiser, sampling.py's docstring): their σ stay in range.
   _, model, _ = loop.load_run(runs["ddpm"])
   levels = np.asarray(ddpm.ddpm_sigmas(model.eps.betas), np.float64)
   assert model.eps.T == 100
@@ -139,6 +142,8 @@ def test_ddpm_run_with_every_edm_sampler_stays_on_its_table(runs):
   for name in names:
     has = sampling.SamplerSpec.options_of(name)
     opts = {"num_steps": 3} if "num_steps" in has else {}
+    if name == "dpm_fast":
+      opts.update(nfe=6)
     if name == "headstart":
       opts.update(sigma_start=1.0)
     spec = sampling.SamplerSpec(name, **opts)
@@ -150,6 +155,9 @@ def test_ddpm_run_with_every_edm_sampler_stays_on_its_table(runs):
     sigma = sigma[sigma > 0]
     assert sigma.min() >= levels[0] * (1 - 1e-6), name
     assert sigma.max() <= levels[-1] * (1 + 1e-6), name
+    if "num_steps" not in has:
+      assert name in ("dpm_fast", "dpm_adaptive"), name
+      continue
     nearest = levels[np.argmin(np.abs(sigma[:, None] - levels[None]), axis=1)]
     np.testing.assert_allclose(sigma, nearest, rtol=1e-6, err_msg=name)
 

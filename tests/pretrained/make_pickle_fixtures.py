@@ -2,7 +2,7 @@
 
 Run with a Python that has torch, numpy and click, from any directory:
 
-  python tests/pretrained/make_fixtures.py --edm /path/to/NVlabs/edm \
+  python tests/pretrained/make_pickle_fixtures.py --edm /path/to/NVlabs/edm \
       --fixture tests/pretrained/nvlabs_denoisers.npz
 
 For each configuration in `CONFIGS` (the four preconditionings over DDPM++, NCSN++
