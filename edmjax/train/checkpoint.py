@@ -29,6 +29,7 @@ compared with the target (tree structure, every leaf's shape and dtype):
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -43,7 +44,7 @@ import orbax.checkpoint as ocp
 
 from edmjax import _checks
 
-__all__ = ["NonFiniteStateError", "CheckpointNotFoundError", "CheckpointMismatchError",
+__all__ = ["NonFiniteStateError", "DiskFullError", "CheckpointNotFoundError", "CheckpointMismatchError",
            "CheckpointCorruptError", "CheckpointSkippedWarning", "make_manager", "save",
            "restore_latest", "restore", "load", "latest_step", "all_steps", "wait",
            "close", "abstract_like", "is_finite", "checkpoint_problem", "load_fields",
@@ -55,6 +56,11 @@ BROKEN_DIR = "checkpoints_broken"
 
 class NonFiniteStateError(ValueError):
   """Raised instead of writing a checkpoint that holds NaN or ±inf."""
+
+
+class DiskFullError(OSError):
+  """No room for a checkpoint (errno ENOSPC): one message naming the folder, the space
+  needed and free, and the checkpoints that are intact."""
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -126,7 +132,50 @@ def save(manager: ocp.CheckpointManager, step: int, state, *, force: bool = True
              if steps else f"No checkpoint exists in {_directory(manager)} yet.")
     raise NonFiniteStateError(
         f"Refusing to checkpoint step {step}: the state holds a non-finite value. {where}")
-  return manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
+  _check_room(manager, step, state)
+  try:
+    return manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
+  except OSError as e:  # this save, or an earlier asynchronous one, ran out of space
+    if e.errno == errno.ENOSPC and not isinstance(e, DiskFullError):
+      raise _disk_full(manager, f"writing checkpoint step {step} (or the one before it)",
+                       None, e) from None
+    raise
+
+
+def state_bytes(tree) -> int:
+  """The bytes of a checkpoint's data: every array leaf's global size times itemsize."""
+  return int(sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                 for x in jax.tree.leaves(tree) if hasattr(x, "dtype")))
+
+
+def _disk_full(manager, what: str, need: int | None, cause=None) -> DiskFullError:
+  path = _directory(manager)
+  try:
+    free = shutil.disk_usage(path).free
+  except OSError:
+    free = None
+  steps = all_steps(manager)
+  kept = (f"the checkpoints already there (steps {', '.join(map(str, steps))}) are "
+          "intact, so rerunning after freeing space resumes from the newest"
+          if steps else "no checkpoint exists yet, so rerunning after freeing space "
+          "starts again")
+  room = (f"it needs about {need / 2**20:.1f} MiB and " if need is not None else "")
+  room += f"{free / 2**20:.1f} MiB are free" if free is not None else "the free space is unknown"
+  detail = f" ({cause.strerror or cause})" if cause is not None else ""
+  return DiskFullError(errno.ENOSPC,
+                       f"Not enough disk space in {path} for {what}{detail}: {room}; "
+                       f"{kept}.")
+
+
+def _check_room(manager, step: int, state) -> None:
+  """Refuses a save that cannot fit, before anything is written (with a 5% margin)."""
+  need = state_bytes(state)
+  try:
+    free = shutil.disk_usage(_directory(manager)).free
+  except OSError:
+    return  # an unreadable folder is reported by the save itself
+  if free < need * 1.05 + 2**20:
+    raise _disk_full(manager, f"checkpoint step {step}; nothing was written", need)
 
 
 def abstract_like(state):
@@ -389,12 +438,21 @@ def restore_latest(manager: ocp.CheckpointManager, target, *,
 
 
 def wait(manager: ocp.CheckpointManager) -> None:
-  """Blocks until an asynchronous save has been committed."""
-  manager.wait_until_finished()
+  """Blocks until an asynchronous save has been committed.
+
+  Raises:
+    DiskFullError: the save ran out of space (one message, not orbax's tracebacks).
+  """
+  try:
+    manager.wait_until_finished()
+  except OSError as e:
+    if e.errno == errno.ENOSPC and not isinstance(e, DiskFullError):
+      raise _disk_full(manager, "the last checkpoint", None, e) from None
+    raise
 
 
 def close(manager: ocp.CheckpointManager) -> None:
-  manager.wait_until_finished()
+  wait(manager)
   manager.close()
 
 

@@ -205,3 +205,39 @@ def test_load_fields_falls_back_and_names_missing_steps_too(tmp_path):
   with pytest.raises(checkpoint.CheckpointMismatchError, match=r"a is \(20000,\) float32 in "
                                                              r"the checkpoint, \(5,\)"):
     checkpoint.load_fields(workdir, {"a": jnp.zeros(5)}, step=2)
+
+
+def test_a_save_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+  workdir = _run(tmp_path, steps=(1, 2))
+  before = _snapshot(workdir)
+  need = checkpoint.state_bytes(_state())
+  assert need == 20000 * 4 + 6 * 4
+  usage = checkpoint.shutil.disk_usage(workdir)
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                      lambda p: usage._replace(free=need // 2))
+  mgr = checkpoint.make_manager(workdir, keep=5)
+  with pytest.raises(checkpoint.DiskFullError) as e:
+    checkpoint.save(mgr, 3, _state(3.0))
+  checkpoint.close(mgr)
+  msg = str(e.value)
+  assert e.value.errno == 28  # ENOSPC: the scripts' entry point prints it as one paragraph
+  assert "checkpoint step 3; nothing was written" in msg
+  assert os.path.join(workdir, "checkpoints") in msg
+  assert f"{need / 2**20:.1f} MiB" in msg and "steps 1, 2" in msg and "intact" in msg
+  assert _snapshot(workdir) == before
+
+
+def test_a_disk_that_fills_during_a_save_is_one_message(tmp_path, monkeypatch):
+  workdir = _run(tmp_path, steps=(1,))
+  mgr = checkpoint.make_manager(workdir, keep=5)
+
+  def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(mgr, "save", full)
+  monkeypatch.setattr(mgr, "wait_until_finished", full)
+  with pytest.raises(checkpoint.DiskFullError, match=r"step 2 \(or the one before it\) "
+                     r"\(No space left on device\).*steps 1\) are intact"):
+    checkpoint.save(mgr, 2, _state(2.0))
+  with pytest.raises(checkpoint.DiskFullError, match="the last checkpoint"):
+    checkpoint.wait(mgr)
