@@ -84,7 +84,8 @@ class SRDataConfig:
       'folder:<path>', ...), whose images are the HR targets.
     patch: HR patch side for 'photos' (the net's training size).
     holdout: the held-out photograph ('photos'), or the number of held-out
-      examples (other sources, last ones; given as a string of an int).
+      examples (other sources: a seeded sample, stratified by class where there are
+      classes, `edmjax.data.split_holdout`; given as a string of an int).
     resolution, channels: for `load_dataset` sources.
     seed: the crops' / shuffling seed.
     min_std: 'photos' only: reject crops flatter than this pixel std
@@ -219,10 +220,10 @@ def load_sr_data(cfg: SRTrainConfig):
                      f"set data.resolution to a multiple of {multiple}.")
   if n_hold >= len(ds):
     raise ValueError(f"data.holdout={n_hold} leaves no training images ({len(ds)}).")
-  n = len(ds) - n_hold
-  train = sources.Dataset(images=ds.images[:n], labels=ds.labels[:n],
-                          num_classes=ds.num_classes, name=ds.name)
-  return train, ds.images[n:]
+  # The held-out images are a seeded sample, stratified by class where there are
+  # classes (as the main loop's), not the last images of the source's order.
+  train, held = sources.split_holdout(ds, n_hold, seed=dc.seed)
+  return train, (held if held is not None else ds.images[:0])
 
 
 def _targets(hr, cfg: SRTrainConfig):

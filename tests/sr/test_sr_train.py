@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from edmjax.data import sources
 from edmjax.sr import train as sr_train
 from edmjax.train import config as config_lib
 
@@ -95,3 +96,21 @@ def test_cli_help_and_dry_run_show_the_headstart_fields():
                         "--dry-run", "--set", "headstart_prob=0.25"], capture_output=True,
                        text=True, check=True, timeout=120).stdout
   assert '"headstart_prob": 0.25' in out
+
+
+def test_load_sr_data_holds_out_a_stratified_seeded_sample_not_the_last_images():
+  base = sr_train.SRTrainConfig()
+  cfg = dataclasses.replace(base, data=dataclasses.replace(
+      base.data, name="digits", holdout="50", resolution=16))
+  train, held = sr_train.load_sr_data(cfg)
+  full = sources.load_dataset("digits", resolution=16)
+  assert len(train) + len(held) == len(full) and held.shape == (50, 16, 16, 1)
+  flat = full.images.reshape(len(full), -1)
+  rows = {r.tobytes(): i for i, r in enumerate(flat)}
+  held_idx = np.array(sorted(rows[h.tobytes()] for h in held.reshape(50, -1)))
+  assert held_idx.tolist() != list(range(len(full) - 50, len(full)))  # not the last 50
+  held_classes = np.bincount(full.labels[held_idx], minlength=10)
+  assert np.all(held_classes >= 4) and np.all(held_classes <= 6)  # 5 per class, ±1
+  assert set(np.unique(train.labels)) == set(range(10))
+  again, held2 = sr_train.load_sr_data(cfg)
+  np.testing.assert_array_equal(held, held2)  # seeded
