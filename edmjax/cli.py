@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import os
@@ -39,8 +40,14 @@ import textwrap
 import traceback
 from typing import Callable
 
-__all__ = ["UsageError", "entry_point", "add_debug_option", "is_user_error",
-           "user_message", "EXIT_USER_ERROR"]
+__all__ = ["HelpFormatter", "UsageError", "entry_point", "add_debug_option",
+           "is_user_error", "user_message", "EXIT_USER_ERROR"]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                    argparse.ArgumentDefaultsHelpFormatter):
+  """The scripts' `--help` layout: the description as written, defaults shown."""
+
 
 EXIT_USER_ERROR = 2
 DEBUG_FLAG = "--debug"

@@ -46,9 +46,7 @@ Examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter,
-                 argparse.ArgumentDefaultsHelpFormatter):
-  pass
+_Formatter = cli.HelpFormatter
 
 
 def parse_args(argv=None):

@@ -49,9 +49,7 @@ Examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter,
-                 argparse.ArgumentDefaultsHelpFormatter):
-  pass
+_Formatter = cli.HelpFormatter
 
 
 def _floats(text):

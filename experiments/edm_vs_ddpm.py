@@ -54,9 +54,7 @@ Examples:
 MODELS = {"edm": "digits_edm", "ddpm": "digits_ddpm"}
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter,
-                 argparse.ArgumentDefaultsHelpFormatter):
-  pass
+_Formatter = cli.HelpFormatter
 
 
 def parse_args(argv=None):

@@ -74,9 +74,7 @@ NVLABS_SAMPLER_OPTIONS = {  # NVlabs' option -> (edmjax option, NVlabs' default)
 ABLATION_OPTIONS = ("solver", "disc", "schedule", "scaling")
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter,
-                 argparse.ArgumentDefaultsHelpFormatter):
-  pass
+_Formatter = cli.HelpFormatter
 
 
 def image_path(outdir: str, seed: int, subdirs: bool) -> str:

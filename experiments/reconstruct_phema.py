@@ -28,9 +28,7 @@ Examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter,
-                 argparse.ArgumentDefaultsHelpFormatter):
-  pass
+_Formatter = cli.HelpFormatter
 
 
 def parse_std_list(text: str) -> list[float]:

@@ -35,9 +35,7 @@ phema-0000128000-0.070.npz --guidance 1.5 --guide-workdir out/digits_edm2_guide
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter,
-                 argparse.ArgumentDefaultsHelpFormatter):
-  pass
+_Formatter = cli.HelpFormatter
 
 
 def parse_seeds(text: str, option: str = "--seeds") -> list[int]:

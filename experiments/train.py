@@ -35,9 +35,7 @@ Examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter,
-                 argparse.ArgumentDefaultsHelpFormatter):
-  pass
+_Formatter = cli.HelpFormatter
 
 
 def parse_args(argv=None):
